@@ -1,0 +1,138 @@
+//! The YAML shape, exactly as written by users. Every struct rejects unknown fields so a typo is
+//! an error, not a silently ignored setting. Durations are humantime strings (`5s`, `1h 30m`).
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    pub(crate) cluster: Option<String>,
+    pub(crate) cluster_domain: Option<String>,
+    #[serde(default)]
+    pub(crate) ingress: RawIngress,
+    #[serde(default)]
+    pub(crate) admin: RawAdmin,
+    #[serde(default)]
+    pub(crate) upstream: RawUpstream,
+    pub(crate) drain_timeout: Option<String>,
+    #[serde(default)]
+    pub(crate) reload: RawReload,
+    pub(crate) tls: Option<RawTls>,
+    #[serde(default)]
+    pub(crate) routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub(crate) egress: Vec<RawEgress>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawIngress {
+    pub(crate) listen: Option<String>,
+    pub(crate) hello_timeout: Option<String>,
+    pub(crate) max_hello_bytes: Option<usize>,
+    pub(crate) max_connections: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdmin {
+    pub(crate) listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpstream {
+    pub(crate) connect_timeout: Option<String>,
+    pub(crate) idle_timeout: Option<String>,
+    pub(crate) connect_attempts: Option<usize>,
+    pub(crate) ejection_base: Option<String>,
+    pub(crate) ejection_max: Option<String>,
+    pub(crate) buffer_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawReload {
+    pub(crate) watch_interval: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTls {
+    pub(crate) cert_chain: Option<String>,
+    pub(crate) private_key: Option<String>,
+    pub(crate) trust_bundle: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRoute {
+    pub(crate) name: Option<String>,
+    #[serde(default)]
+    pub(crate) hosts: Vec<String>,
+    #[serde(default)]
+    pub(crate) services: Vec<RawService>,
+    pub(crate) mode: Option<String>,
+    pub(crate) max_connections: Option<usize>,
+    pub(crate) authorize: Option<RawAuthorize>,
+    #[serde(default)]
+    pub(crate) endpoints: Vec<RawEndpoint>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawService {
+    pub(crate) name: Option<String>,
+    pub(crate) namespace: Option<String>,
+    pub(crate) port: Option<u16>,
+    pub(crate) subset: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAuthorize {
+    #[serde(default)]
+    pub(crate) trust_domains: Vec<String>,
+    #[serde(default)]
+    pub(crate) clusters: Vec<String>,
+    #[serde(default)]
+    pub(crate) spiffe_ids: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEndpoint {
+    pub(crate) address: Option<String>,
+    pub(crate) weight: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEgress {
+    pub(crate) name: Option<String>,
+    pub(crate) listen: Option<String>,
+    pub(crate) mode: Option<String>,
+    pub(crate) probe: Option<RawProbe>,
+    pub(crate) service: Option<RawService>,
+    pub(crate) cluster: Option<String>,
+    pub(crate) sni: Option<String>,
+    pub(crate) trust_domain: Option<String>,
+    #[serde(default)]
+    pub(crate) gateways: Vec<RawGateway>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGateway {
+    pub(crate) address: Option<String>,
+    pub(crate) priority: Option<u32>,
+    pub(crate) weight: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawProbe {
+    pub(crate) interval: Option<String>,
+    pub(crate) timeout: Option<String>,
+    pub(crate) unhealthy_after: Option<u32>,
+}

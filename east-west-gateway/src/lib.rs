@@ -1,0 +1,21 @@
+//! The Isthmus east-west gateway: the SNI-routing data plane at each cluster's edge.
+//!
+//! Sans-IO cores first ([`sni`], [`names`], [`route`]), then the tokio shell: [`app`] is the
+//! composition root, [`proxy`] the ingress data path, [`egress`] the outbound one, [`tls`] the
+//! gateway's certificates and bundles, `admin` the admin endpoint, `reload` hot reload.
+
+pub mod config;
+pub mod names;
+pub mod route;
+pub mod sni;
+
+pub mod app;
+pub mod drain;
+pub mod egress;
+pub mod metrics;
+pub mod proxy;
+pub mod telemetry;
+pub mod tls;
+
+mod admin;
+mod reload;

@@ -1,0 +1,389 @@
+//! Prometheus metrics for the gateway, under `federation_gateway_*`.
+//!
+//! Every label is bounded: `route` is a configured route name or [`UNMATCHED`] (a raw SNI would
+//! let any client mint series), `outcome` and `reason` are closed enums.
+
+use std::fmt::Write as _;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::proxy::Outcome;
+use crate::tls::FailureReason;
+
+/// A gauge holding a float (seconds).
+pub type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
+/// Route label for connections that never matched a route.
+pub const UNMATCHED: &str = "unmatched";
+
+/// All gateway metrics; cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Connections accepted on the ingress listener.
+    pub opened: Counter,
+    /// Connections closed, by route and outcome.
+    pub closed: Family<RouteOutcome, Counter>,
+    /// Connections currently open.
+    pub active: Gauge,
+    /// Connections currently open per route.
+    pub route_active: Family<RouteLabel, Gauge>,
+    /// Bytes from clients to upstreams.
+    pub received_bytes: Family<RouteLabel, Counter>,
+    /// Bytes from upstreams to clients.
+    pub sent_bytes: Family<RouteLabel, Counter>,
+    /// ClientHello detection failures, by reason.
+    pub hello_failures: Family<ReasonLabel, Counter>,
+    /// Time from accept to a parsed ClientHello.
+    pub sni_detect: Histogram,
+    /// Upstream connect time per attempt.
+    pub upstream_connect: Family<RouteLabel, Histogram>,
+    /// Failed upstream connect attempts.
+    pub upstream_connect_failures: Family<RouteLabel, Counter>,
+    /// Endpoints passively ejected after a connect failure.
+    pub ejections: Family<RouteLabel, Counter>,
+    /// Config reload attempts, by result.
+    pub reloads: Family<ResultLabel, Counter>,
+    /// Generation of the config in force (1 at startup, +1 per applied reload).
+    pub config_generation: Gauge,
+    /// Ingress mTLS handshakes that failed, by reason.
+    pub tls_handshake_failures: Family<TlsFailureLabel, Counter>,
+    /// TLS material reload attempts, by result.
+    pub tls_reloads: Family<ResultLabel, Counter>,
+    /// Egress: connections accepted per listener.
+    pub egress_opened: Family<EgressLabel, Counter>,
+    /// Egress: connections closed, by listener and outcome.
+    pub egress_closed: Family<EgressOutcome, Counter>,
+    /// Egress: bytes from local clients toward remote gateways.
+    pub egress_received_bytes: Family<EgressLabel, Counter>,
+    /// Egress: bytes from remote gateways to local clients.
+    pub egress_sent_bytes: Family<EgressLabel, Counter>,
+    /// Egress: outbound connect or handshake failures per remote gateway and reason.
+    pub egress_failures: Family<GatewayReason, Counter>,
+    /// 1 while a remote gateway is considered alive, else 0.
+    pub gateway_healthy: Family<GatewayLabel, Gauge>,
+    /// Probe round-trip time quantiles over the recent window.
+    pub gateway_rtt: Family<GatewayQuantile, FloatGauge>,
+    /// Failed active probes.
+    pub gateway_probe_failures: Family<GatewayLabel, Counter>,
+    /// Remote gateways passively ejected after a failure.
+    pub gateway_ejections: Family<GatewayLabel, Counter>,
+    /// Resolved addresses in use per remote gateway.
+    pub gateway_addresses: Family<GatewayLabel, Gauge>,
+    /// Failed name resolutions (the last good answer stays in use).
+    pub gateway_resolve_failures: Family<GatewayLabel, Counter>,
+    /// 1 while a remote gateway's addresses come from a stale answer after a failed resolution.
+    pub gateway_dns_stale: Family<GatewayLabel, Gauge>,
+}
+
+/// `{reason}` for ingress TLS handshake failures.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct TlsFailureLabel {
+    /// Why the handshake failed.
+    pub reason: FailureReason,
+}
+
+/// `{egress}`: a configured egress listener name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct EgressLabel {
+    /// Egress listener name.
+    pub egress: String,
+}
+
+/// `{egress, outcome}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct EgressOutcome {
+    /// Egress listener name.
+    pub egress: String,
+    /// How the connection ended.
+    pub outcome: Outcome,
+}
+
+/// `{egress, gateway}`: both from config (the gateway address as written, not as resolved).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct GatewayLabel {
+    /// Egress listener name.
+    pub egress: String,
+    /// Remote gateway address as configured.
+    pub gateway: String,
+}
+
+/// `{egress, gateway, reason}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct GatewayReason {
+    /// Egress listener name.
+    pub egress: String,
+    /// Remote gateway address as configured.
+    pub gateway: String,
+    /// `connect`, `timeout` or a TLS [`FailureReason`].
+    pub reason: &'static str,
+}
+
+/// `{egress, gateway, quantile}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct GatewayQuantile {
+    /// Egress listener name.
+    pub egress: String,
+    /// Remote gateway address as configured.
+    pub gateway: String,
+    /// `0.5` or `0.99`.
+    pub quantile: &'static str,
+}
+
+/// `{route}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RouteLabel {
+    /// Route name or [`UNMATCHED`].
+    pub route: String,
+}
+
+/// `{route, outcome}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RouteOutcome {
+    /// Route name or [`UNMATCHED`].
+    pub route: String,
+    /// How the connection ended.
+    pub outcome: Outcome,
+}
+
+/// `{reason}` for hello failures.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// The failing outcome.
+    pub reason: Outcome,
+}
+
+/// `{result}` for reloads.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// `applied` or `rejected`.
+    pub result: &'static str,
+}
+
+impl EncodeLabelValue for FailureReason {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
+}
+
+impl EncodeLabelValue for Outcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
+}
+
+fn connect_histogram() -> Histogram {
+    // 100 µs … ~3.3 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("federation");
+        let this = Self {
+            opened: Counter::default(),
+            closed: Family::default(),
+            active: Gauge::default(),
+            route_active: Family::default(),
+            received_bytes: Family::default(),
+            sent_bytes: Family::default(),
+            hello_failures: Family::default(),
+            sni_detect: Histogram::new(exponential_buckets(0.00005, 2.0, 18)),
+            upstream_connect: Family::new_with_constructor(connect_histogram),
+            upstream_connect_failures: Family::default(),
+            ejections: Family::default(),
+            reloads: Family::default(),
+            config_generation: Gauge::default(),
+            tls_handshake_failures: Family::default(),
+            tls_reloads: Family::default(),
+            egress_opened: Family::default(),
+            egress_closed: Family::default(),
+            egress_received_bytes: Family::default(),
+            egress_sent_bytes: Family::default(),
+            egress_failures: Family::default(),
+            gateway_healthy: Family::default(),
+            gateway_rtt: Family::default(),
+            gateway_probe_failures: Family::default(),
+            gateway_ejections: Family::default(),
+            gateway_addresses: Family::default(),
+            gateway_resolve_failures: Family::default(),
+            gateway_dns_stale: Family::default(),
+            registry: Registry::default(),
+        };
+        let g = registry.sub_registry_with_prefix("gateway");
+        g.register(
+            "tcp_connections_opened",
+            "Connections accepted on the ingress listener",
+            this.opened.clone(),
+        );
+        g.register(
+            "tcp_connections_closed",
+            "Connections closed, by route and outcome",
+            this.closed.clone(),
+        );
+        g.register(
+            "tcp_connections_active",
+            "Connections currently open",
+            this.active.clone(),
+        );
+        g.register(
+            "route_connections_active",
+            "Connections currently open per route",
+            this.route_active.clone(),
+        );
+        g.register_with_unit(
+            "tcp_received",
+            "Bytes received from clients",
+            Unit::Bytes,
+            this.received_bytes.clone(),
+        );
+        g.register_with_unit(
+            "tcp_sent",
+            "Bytes sent to clients",
+            Unit::Bytes,
+            this.sent_bytes.clone(),
+        );
+        g.register(
+            "tls_hello_failures",
+            "ClientHello detection failures by reason",
+            this.hello_failures.clone(),
+        );
+        g.register_with_unit(
+            "sni_detect_duration",
+            "Time from accept to a parsed ClientHello",
+            Unit::Seconds,
+            this.sni_detect.clone(),
+        );
+        g.register_with_unit(
+            "upstream_connect_duration",
+            "Upstream connect time per attempt",
+            Unit::Seconds,
+            this.upstream_connect.clone(),
+        );
+        g.register(
+            "upstream_connect_failures",
+            "Failed upstream connect attempts",
+            this.upstream_connect_failures.clone(),
+        );
+        g.register(
+            "endpoint_ejections",
+            "Endpoints ejected after a connect failure",
+            this.ejections.clone(),
+        );
+        g.register(
+            "config_reloads",
+            "Config reload attempts by result",
+            this.reloads.clone(),
+        );
+        g.register(
+            "config_generation",
+            "Generation of the config in force",
+            this.config_generation.clone(),
+        );
+        this.register_mtls(g);
+        Self { registry, ..this }
+    }
+
+    fn register_mtls(&self, g: &mut Registry) {
+        g.register(
+            "tls_handshake_failures",
+            "Ingress mTLS handshakes that failed, by reason",
+            self.tls_handshake_failures.clone(),
+        );
+        g.register(
+            "tls_reloads",
+            "Certificate and bundle reload attempts by result",
+            self.tls_reloads.clone(),
+        );
+        g.register(
+            "egress_connections_opened",
+            "Connections accepted on egress listeners",
+            self.egress_opened.clone(),
+        );
+        g.register(
+            "egress_connections_closed",
+            "Egress connections closed, by listener and outcome",
+            self.egress_closed.clone(),
+        );
+        g.register_with_unit(
+            "egress_received",
+            "Bytes from local clients toward remote gateways",
+            Unit::Bytes,
+            self.egress_received_bytes.clone(),
+        );
+        g.register_with_unit(
+            "egress_sent",
+            "Bytes from remote gateways to local clients",
+            Unit::Bytes,
+            self.egress_sent_bytes.clone(),
+        );
+        g.register(
+            "egress_upstream_failures",
+            "Outbound connect or handshake failures per remote gateway",
+            self.egress_failures.clone(),
+        );
+        g.register(
+            "remote_gateway_healthy",
+            "1 while a remote gateway is alive",
+            self.gateway_healthy.clone(),
+        );
+        g.register_with_unit(
+            "remote_gateway_rtt",
+            "Probe round-trip time quantiles over the recent window",
+            Unit::Seconds,
+            self.gateway_rtt.clone(),
+        );
+        g.register(
+            "remote_gateway_probe_failures",
+            "Failed active probes",
+            self.gateway_probe_failures.clone(),
+        );
+        g.register(
+            "remote_gateway_ejections",
+            "Remote gateways ejected after a failure",
+            self.gateway_ejections.clone(),
+        );
+        g.register(
+            "remote_gateway_addresses",
+            "Resolved addresses in use",
+            self.gateway_addresses.clone(),
+        );
+        g.register(
+            "remote_gateway_resolve_failures",
+            "Failed name resolutions",
+            self.gateway_resolve_failures.clone(),
+        );
+        g.register(
+            "remote_gateway_dns_stale",
+            "1 while serving the last good answer after a failed resolution",
+            self.gateway_dns_stale.clone(),
+        );
+    }
+
+    /// Prometheus text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// The `{route}` label value for a route name, or [`UNMATCHED`].
+    pub fn route(name: Option<&str>) -> RouteLabel {
+        RouteLabel {
+            route: name.unwrap_or(UNMATCHED).to_owned(),
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

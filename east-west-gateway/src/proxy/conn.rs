@@ -1,0 +1,250 @@
+//! One ingress connection from accept to close: limits, ClientHello detection, routing, and the
+//! [`Record`] drop guard that counts and logs every connection exactly once, whichever way it
+//! ends.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::{Outcome, RouteState, Shared, passthrough, terminate};
+use crate::config::{self, Mode};
+use crate::drain;
+use crate::metrics::{Metrics, ReasonLabel, RouteOutcome};
+use crate::sni::{self, ClientHello, Parsed};
+use crate::tls;
+
+/// Largest single read while detecting; hellos are usually well under 2 KiB.
+const DETECT_READ_BYTES: usize = 4096;
+
+/// Counts a connection and writes its access-log line when dropped.
+pub(super) struct Record {
+    shared: Arc<Shared>,
+    start: Instant,
+    src: SocketAddr,
+    pub(super) dst: Option<SocketAddr>,
+    sni: Option<String>,
+    version: Option<sni::TlsVersion>,
+    route: Option<Arc<RouteState>>,
+    pub(super) outcome: Outcome,
+    /// Client → upstream bytes, hello included.
+    pub(super) received: AtomicU64,
+    /// Upstream → client bytes.
+    pub(super) sent: AtomicU64,
+    /// The verified peer gateway (terminate routes).
+    pub(super) peer: Option<tls::Peer>,
+    /// Why the handshake failed (terminate routes).
+    pub(super) tls_error: Option<String>,
+    counted_in_route: bool,
+}
+
+pub(super) async fn handle(
+    mut client: TcpStream,
+    src: SocketAddr,
+    shared: Arc<Shared>,
+    mut drain: drain::Watch,
+) {
+    let snapshot = shared.load();
+    let config = &snapshot.config;
+    let mut record = Record::open(shared.clone(), src);
+    if shared.active.load(Ordering::Relaxed) > config.ingress.max_connections {
+        record.outcome = Outcome::ConnectionLimit;
+        return;
+    }
+
+    let (hello_bytes, hello) = match detect(&mut client, &config.ingress).await {
+        Ok(found) => found,
+        Err(outcome) => {
+            shared
+                .metrics
+                .hello_failures
+                .get_or_create(&ReasonLabel { reason: outcome })
+                .inc();
+            record.outcome = outcome;
+            return;
+        }
+    };
+    shared
+        .metrics
+        .sni_detect
+        .observe(record.start.elapsed().as_secs_f64());
+    record.version = Some(hello.max_version());
+    let Some(server_name) = hello.server_name else {
+        record.outcome = Outcome::NoSni;
+        return;
+    };
+    let route = snapshot.table.lookup(&server_name).map(|(r, _)| r.clone());
+    record.sni = Some(server_name);
+    let Some(route) = route else {
+        record.outcome = Outcome::NoRoute;
+        return;
+    };
+    tracing::debug!(sni = record.sni.as_deref(), route = %route.name, "routing connection");
+    record.route = Some(route.clone());
+    if !record.enter_route(&route) {
+        record.outcome = Outcome::RouteConnectionLimit;
+        return;
+    }
+
+    record.outcome = match &route.mode {
+        Mode::Passthrough => {
+            passthrough::forward(
+                &mut client,
+                &hello_bytes,
+                &route,
+                &config.upstream,
+                &shared.metrics,
+                &mut record,
+                &mut drain,
+            )
+            .await
+        }
+        Mode::Terminate(_) => match route.server_tls.clone() {
+            Some(server_tls) => {
+                terminate::forward(
+                    &mut client,
+                    hello_bytes,
+                    &route,
+                    server_tls,
+                    config,
+                    &shared.metrics,
+                    &mut record,
+                    &mut drain,
+                )
+                .await
+            }
+            // Snapshot::new builds a server config for every terminate route.
+            None => Outcome::TlsRefused,
+        },
+    };
+}
+
+/// Reads until the buffer holds a whole ClientHello, within the hello timeout and size cap.
+/// Returns every byte read (the hello and anything after it) for replay upstream.
+pub(crate) async fn detect(
+    client: &mut TcpStream,
+    ingress: &config::Ingress,
+) -> Result<(Vec<u8>, ClientHello), Outcome> {
+    let deadline = Instant::now() + ingress.hello_timeout;
+    let max = ingress.max_hello_bytes;
+    let mut buf = Vec::with_capacity(DETECT_READ_BYTES.min(max));
+    loop {
+        match sni::parse_client_hello(&buf, max) {
+            Ok(Parsed::Complete(hello)) => return Ok((buf, hello)),
+            Ok(Parsed::Incomplete) => {}
+            Err(sni::Error::NotTls) => return Err(Outcome::NotTls),
+            Err(sni::Error::Malformed(reason)) => {
+                tracing::debug!(reason, "malformed client hello");
+                return Err(Outcome::MalformedHello);
+            }
+            Err(sni::Error::TooLarge { .. }) => return Err(Outcome::HelloTooLarge),
+        }
+        // parse_client_hello reports TooLarge once `max` bytes are buffered, so `want` > 0.
+        let len = buf.len();
+        let want = (max - len).min(DETECT_READ_BYTES);
+        buf.resize(len + want, 0);
+        let read = tokio::time::timeout_at(deadline, client.read(&mut buf[len..])).await;
+        match read {
+            Err(_elapsed) => return Err(Outcome::HelloTimeout),
+            Ok(Ok(0)) => return Err(Outcome::ClientClosed),
+            Ok(Ok(n)) => buf.truncate(len + n),
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "read failed during detection");
+                return Err(Outcome::ClientClosed);
+            }
+        }
+    }
+}
+
+// === impl Record ===
+
+impl Record {
+    fn open(shared: Arc<Shared>, src: SocketAddr) -> Self {
+        shared.active.fetch_add(1, Ordering::Relaxed);
+        shared.metrics.opened.inc();
+        shared.metrics.active.inc();
+        Self {
+            shared,
+            start: Instant::now(),
+            src,
+            dst: None,
+            sni: None,
+            version: None,
+            route: None,
+            outcome: Outcome::Reset,
+            received: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            peer: None,
+            tls_error: None,
+            counted_in_route: false,
+        }
+    }
+
+    /// Takes a slot in the route's connection limit; false when the route is full.
+    fn enter_route(&mut self, route: &RouteState) -> bool {
+        let before = route.active.fetch_add(1, Ordering::Relaxed);
+        self.counted_in_route = true;
+        self.shared
+            .metrics
+            .route_active
+            .get_or_create(&Metrics::route(Some(route.name.as_str())))
+            .inc();
+        route.max_connections.is_none_or(|max| before < max)
+    }
+
+    fn route_name(&self) -> Option<&str> {
+        self.route.as_ref().map(|r| r.name.as_str())
+    }
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        let metrics = &self.shared.metrics;
+        self.shared.active.fetch_sub(1, Ordering::Relaxed);
+        metrics.active.dec();
+        let route_label = Metrics::route(self.route_name());
+        if let (true, Some(route)) = (self.counted_in_route, &self.route) {
+            route.active.fetch_sub(1, Ordering::Relaxed);
+            metrics.route_active.get_or_create(&route_label).dec();
+        }
+        metrics
+            .closed
+            .get_or_create(&RouteOutcome {
+                route: route_label.route,
+                outcome: self.outcome,
+            })
+            .inc();
+        let dst = self.dst.map(|d| d.to_string()).unwrap_or_default();
+        let mode = match self.route.as_ref().map(|r| &r.mode) {
+            None => "",
+            Some(Mode::Passthrough) => "passthrough",
+            Some(Mode::Terminate(_)) => "terminate",
+        };
+        let peer = self.peer.clone().unwrap_or_default();
+        let dst_cluster = match mode {
+            "terminate" => self.shared.load().config.cluster.to_string(),
+            _ => String::new(),
+        };
+        tracing::info!(
+            target: "access",
+            src = %self.src,
+            dst = dst.as_str(),
+            sni = self.sni.as_deref().unwrap_or(""),
+            route = self.route_name().unwrap_or(""),
+            mode,
+            tls = self.version.map_or("", |v| v.as_str()),
+            peer_spiffe_id = peer.spiffe_id.as_deref().unwrap_or(""),
+            src_cluster = peer.cluster.as_deref().unwrap_or(""),
+            dst_cluster = dst_cluster.as_str(),
+            tls_error = self.tls_error.as_deref().unwrap_or(""),
+            outcome = self.outcome.as_str(),
+            bytes_received = self.received.load(Ordering::Relaxed),
+            bytes_sent = self.sent.load(Ordering::Relaxed),
+            duration_ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "connection closed",
+        );
+    }
+}

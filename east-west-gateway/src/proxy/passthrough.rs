@@ -1,0 +1,105 @@
+//! Passthrough: connect to an endpoint (retrying others before any byte is sent), replay the
+//! buffered ClientHello, then splice bytes both ways untouched ([`splice::pump`]).
+
+use std::sync::atomic::Ordering;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::conn::Record;
+use super::splice::{self, Tally};
+use super::{Outcome, RouteState};
+use crate::config;
+use crate::drain;
+use crate::metrics::{Metrics, RouteLabel};
+
+pub(super) async fn forward(
+    client: &mut TcpStream,
+    hello: &[u8],
+    route: &RouteState,
+    upstream_config: &config::Upstream,
+    metrics: &Metrics,
+    record: &mut Record,
+    drain: &mut drain::Watch,
+) -> Outcome {
+    let label = Metrics::route(Some(route.name.as_str()));
+    let Some((mut upstream, index)) = connect(route, upstream_config, metrics, &label).await else {
+        return Outcome::UpstreamConnect;
+    };
+    record.dst = route.balancer.address(index);
+    let _active = route.balancer.acquire(index);
+    let received = metrics.received_bytes.get_or_create_owned(&label);
+    let sent = metrics.sent_bytes.get_or_create_owned(&label);
+
+    if upstream.write_all(hello).await.is_err() {
+        return Outcome::Reset;
+    }
+    let hello_len = u64::try_from(hello.len()).unwrap_or(u64::MAX);
+    record.received.fetch_add(hello_len, Ordering::Relaxed);
+    received.inc_by(hello_len);
+    splice::pump(
+        client.split(),
+        upstream.split(),
+        Tally {
+            total: &record.received,
+            counter: &received,
+        },
+        Tally {
+            total: &record.sent,
+            counter: &sent,
+        },
+        limits(upstream_config),
+        drain,
+    )
+    .await
+}
+
+pub(super) fn limits(upstream: &config::Upstream) -> splice::Limits {
+    splice::Limits {
+        buffer_bytes: upstream.buffer_bytes,
+        idle_timeout: upstream.idle_timeout,
+    }
+}
+
+/// Tries up to `connect_attempts` distinct endpoints. Nothing has been written upstream yet, so
+/// a retry can never duplicate client bytes.
+pub(super) async fn connect(
+    route: &RouteState,
+    upstream: &config::Upstream,
+    metrics: &Metrics,
+    label: &RouteLabel,
+) -> Option<(TcpStream, usize)> {
+    let mut tried = Vec::with_capacity(upstream.connect_attempts);
+    while tried.len() < upstream.connect_attempts {
+        let index = route.balancer.pick(&tried, Instant::now())?;
+        tried.push(index);
+        let address = route.balancer.address(index)?;
+        let started = Instant::now();
+        let result =
+            tokio::time::timeout(upstream.connect_timeout, TcpStream::connect(address)).await;
+        metrics
+            .upstream_connect
+            .get_or_create(label)
+            .observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(Ok(stream)) => {
+                route.balancer.report_success(index);
+                let _ = stream.set_nodelay(true);
+                return Some((stream, index));
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(%address, %error, "upstream connect failed");
+            }
+            Err(_elapsed) => {
+                tracing::debug!(%address, "upstream connect timed out");
+            }
+        }
+        metrics.upstream_connect_failures.get_or_create(label).inc();
+        if let Some(period) = route.balancer.report_failure(index, Instant::now()) {
+            metrics.ejections.get_or_create(label).inc();
+            tracing::info!(%address, ejected_for = ?period, route = %route.name, "endpoint ejected");
+        }
+    }
+    None
+}

@@ -1,0 +1,95 @@
+use rustls_pki_types::UnixTime;
+use trust_bundle::test_util::{bundle_map, intermediate, leaf, root};
+use trust_bundle::verify::Usage;
+
+use super::*;
+use crate::names::Label;
+
+fn auth(trust_domains: &[&str], clusters: &[&str], ids: &[&str]) -> config::Authorization {
+    config::Authorization {
+        trust_domains: trust_domains.iter().map(|s| (*s).to_owned()).collect(),
+        clusters: clusters
+            .iter()
+            .map(|c| Label::new(c).expect("label"))
+            .collect(),
+        spiffe_ids: ids.iter().map(|s| (*s).to_owned()).collect(),
+    }
+}
+
+#[test]
+fn authorization_is_any_of_trust_domain_cluster_and_id() {
+    let aws_root = root("aws.example");
+    let aws = intermediate(&aws_root, "aws", None);
+    let store = TrustStore::new(&bundle_map(&[("aws.example", &aws_root)])).expect("store");
+    let id = "spiffe://aws.example/ns/isthmus/sa/gateway";
+    let cred = leaf(&aws, id);
+    let peer = store
+        .verify(&cred.chain, UnixTime::now(), Usage::Client)
+        .expect("verifies");
+    assert_eq!(
+        Peer::from_certs(&cred.chain),
+        Peer {
+            spiffe_id: Some(id.to_owned()),
+            cluster: Some("aws".to_owned()),
+        }
+    );
+    for allowed in [
+        auth(&["aws.example"], &[], &[]),
+        auth(&[], &["aws"], &[]),
+        auth(&[], &[], &[id]),
+        auth(&["gcp.example"], &["aws"], &[]),
+    ] {
+        assert_eq!(authorizer(&allowed).check(&peer), Ok(()), "{allowed:?}");
+    }
+    let refused = authorizer(&auth(
+        &["gcp.example"],
+        &["gcp"],
+        &["spiffe://aws.example/x"],
+    ));
+    let reason = refused.check(&peer).expect_err("refused");
+    assert!(reason.contains("aws.example"), "{reason}");
+}
+
+#[test]
+fn pem_bundles_are_grouped_by_the_trust_domain_each_root_is_bound_to() {
+    let (aws, gcp) = (root("aws.example"), root("gcp.example"));
+    let pem: String = [&aws, &gcp]
+        .iter()
+        .map(|r| bundle::pem_cert(&r.credential.cert))
+        .collect();
+    let map = super::bundle_map(pem.as_bytes()).expect("pem bundle");
+    let tds: Vec<String> = map.iter().map(|(td, _)| td.to_string()).collect();
+    assert_eq!(tds, ["aws.example", "gcp.example"]);
+    assert!(super::bundle_map(b"not pem").is_err());
+}
+
+#[test]
+fn failure_reasons_are_bounded() {
+    let io = |e: rustls::Error| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+    let other = |e: VerifyError| {
+        io(rustls::Error::InvalidCertificate(CertificateError::Other(
+            OtherError(Arc::new(e)),
+        )))
+    };
+    assert_eq!(
+        FailureReason::of(&other(VerifyError::UnknownTrustDomain {
+            trust_domain: "x".into(),
+            known: String::new()
+        })),
+        FailureReason::UnknownTrustDomain
+    );
+    assert_eq!(
+        FailureReason::of(&other(VerifyError::PathLen)),
+        FailureReason::Other
+    );
+    assert_eq!(
+        FailureReason::of(&io(rustls::Error::InvalidCertificate(
+            CertificateError::Expired
+        ))),
+        FailureReason::Expired
+    );
+    assert_eq!(
+        FailureReason::of(&std::io::Error::other("reset")),
+        FailureReason::Other
+    );
+}

@@ -1,0 +1,12 @@
+//! Process-level tests: the real `east-west-gateway` binary on ephemeral loopback ports, driven
+//! by real clients (curl, openssl, rustls) against real backends.
+
+mod support;
+
+mod cli;
+mod egress;
+mod hostile;
+mod lifecycle;
+mod load;
+mod mtls;
+mod passthrough;

@@ -1,0 +1,221 @@
+//! Gateway-to-gateway mTLS: gateway A (cluster aws) egress → gateway B (cluster gcp) ingress
+//! terminate → echo endpoint; refusals by trust and by authorization; host-name gateway
+//! addresses; certificate and bundle reload.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+
+use trust_bundle::test_util::{bundle_map, intermediate, leaf, root};
+
+use crate::support::backend::EchoBackend;
+use crate::support::pki::{Files, Pki, gateway_id, write_atomically};
+use crate::support::{Gateway, PATIENCE, closed};
+
+/// Gateway B: a terminate route for reviews.default:9080 allowing cluster `aws`.
+pub(crate) fn gateway_b(files: &Files, endpoint: SocketAddr, extra: &str) -> String {
+    format!(
+        "cluster: gcp
+ingress: {{ listen: 127.0.0.1:0 }}
+admin: {{ listen: 127.0.0.1:0 }}
+{}{extra}
+routes:
+  - name: reviews
+    services: [{{ name: reviews, namespace: default, port: 9080 }}]
+    mode: terminate
+    authorize: {{ clusters: [aws] }}
+    endpoints: [{{ address: {endpoint} }}]
+",
+        files.section()
+    )
+}
+
+/// Gateway A: an mTLS egress listener `reviews` toward `gateways` (YAML flow items).
+pub(crate) fn gateway_a(files: &Files, gateways: &str, extra: &str) -> String {
+    format!(
+        "cluster: aws
+ingress: {{ listen: 127.0.0.1:0 }}
+admin: {{ listen: 127.0.0.1:0 }}
+{}{extra}
+egress:
+  - name: reviews
+    listen: 127.0.0.1:0
+    service: {{ name: reviews, namespace: default, port: 9080 }}
+    cluster: gcp
+    trust_domain: gcp.example
+    probe: {{ interval: 100ms, timeout: 500ms, unhealthy_after: 2 }}
+    gateways: [{gateways}]
+",
+        files.section()
+    )
+}
+
+/// Sends `payload` through `addr`, half-closes, and returns everything read back; a reset
+/// counts as the end of the answer.
+pub(crate) fn call(addr: SocketAddr, payload: &[u8]) -> Vec<u8> {
+    let mut tcp = TcpStream::connect(addr).expect("connect egress");
+    tcp.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    // The remote side may already have refused; a failed write is part of the answer.
+    let _ = tcp.write_all(payload);
+    let _ = tcp.shutdown(Shutdown::Write);
+    let mut answer = Vec::new();
+    let _ = tcp.read_to_end(&mut answer);
+    answer
+}
+
+fn failures(reason: &str) -> String {
+    format!("federation_gateway_tls_handshake_failures_total{{reason=\"{reason}\"}}")
+}
+
+#[test]
+fn plain_tcp_crosses_two_gateways_over_mtls_and_strangers_are_refused() {
+    let pki = Pki::new();
+    let echo = EchoBackend::start("gcp:");
+    let b = Gateway::start(&gateway_b(
+        &pki.gateway("b", &pki.gcp, "gcp.example"),
+        echo.addr,
+        "",
+    ));
+    let gateways = format!("{{ address: '{}' }}", b.ingress);
+    let a = Gateway::start(&gateway_a(
+        &pki.gateway("a", &pki.aws, "aws.example"),
+        &gateways,
+        "",
+    ));
+    assert_eq!(call(a.egress("reviews"), b"hello"), b"gcp:hello");
+    b.wait_metric(&closed("reviews", "forwarded"), 1.0);
+    a.wait_metric(
+        "federation_gateway_egress_connections_closed_total{egress=\"reviews\",outcome=\"forwarded\"}",
+        1.0,
+    );
+    let logs = b.logs();
+    assert!(
+        logs.contains(&gateway_id("aws.example")),
+        "peer id logged:\n{logs}"
+    );
+    assert!(
+        logs.contains("\"src_cluster\":\"aws\""),
+        "source cluster logged:\n{logs}"
+    );
+
+    // Same trust domain name, but issued under a root B does not trust.
+    let foreign = intermediate(&root("aws.example"), "aws", None);
+    let stranger = pki.write(
+        "stranger",
+        &leaf(&foreign, &gateway_id("aws.example")),
+        &pki.federation(),
+    );
+    let a2 = Gateway::start(&gateway_a(&stranger, &gateways, ""));
+    assert!(!call(a2.egress("reviews"), b"hello").starts_with(b"gcp:"));
+    b.wait_metric(&failures("unknown_issuer"), 1.0);
+    b.wait_metric(&closed("reviews", "tls_refused"), 1.0);
+
+    // Trusted, but its intermediate belongs to cluster `other`, which the route does not allow.
+    let other = intermediate(&pki.aws_root, "other", None);
+    let unauthorized = pki.write(
+        "unauthorized",
+        &leaf(&other, "spiffe://aws.example/ns/isthmus/sa/other"),
+        &pki.federation(),
+    );
+    let a3 = Gateway::start(&gateway_a(&unauthorized, &gateways, ""));
+    assert!(!call(a3.egress("reviews"), b"hello").starts_with(b"gcp:"));
+    b.wait_metric(&failures("not_authorized"), 1.0);
+    let logs = b.logs();
+    assert!(logs.contains("\"outcome\":\"tls_refused\""), "{logs}");
+    assert!(
+        logs.contains("is not authorized"),
+        "refusal reason logged:\n{logs}"
+    );
+    assert_eq!(call(a.egress("reviews"), b"still"), b"gcp:still");
+}
+
+#[test]
+fn a_host_name_gateway_address_is_resolved() {
+    let pki = Pki::new();
+    let echo = EchoBackend::start("gcp:");
+    let b = Gateway::start(&gateway_b(
+        &pki.gateway("b", &pki.gcp, "gcp.example"),
+        echo.addr,
+        "",
+    ));
+    let gateways = format!("{{ address: 'localhost:{}' }}", b.ingress.port());
+    let a = Gateway::start(&gateway_a(
+        &pki.gateway("a", &pki.aws, "aws.example"),
+        &gateways,
+        "",
+    ));
+    assert_eq!(call(a.egress("reviews"), b"by name"), b"gcp:by name");
+    let (_, dump) = a.admin_get("/config_dump");
+    let dump: serde_json::Value = serde_json::from_str(&dump).expect("json");
+    let gateway = &dump["egress"][0]["gateways"][0];
+    assert!(
+        gateway["resolved"].as_array().is_some_and(|a| a
+            .iter()
+            .any(|v| v == &format!("127.0.0.1:{}", b.ingress.port()))),
+        "{gateway}"
+    );
+    assert_eq!(gateway["dns_stale"], false, "{gateway}");
+}
+
+#[test]
+fn a_reloaded_bundle_refuses_new_connections_and_keeps_open_ones() {
+    let pki = Pki::new();
+    let echo = EchoBackend::start("gcp:");
+    let b_files = pki.gateway("b", &pki.gcp, "gcp.example");
+    let b = Gateway::start(&gateway_b(
+        &b_files,
+        echo.addr,
+        "reload: { watch_interval: 50ms }\n",
+    ));
+    let gateways = format!("{{ address: '{}' }}", b.ingress);
+    let a = Gateway::start(&gateway_a(
+        &pki.gateway("a", &pki.aws, "aws.example"),
+        &gateways,
+        "",
+    ));
+
+    let mut open = TcpStream::connect(a.egress("reviews")).expect("connect");
+    open.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    open.write_all(b"before").expect("write");
+    let mut answer = [0u8; 10];
+    open.read_exact(&mut answer).expect("echo");
+    assert_eq!(&answer, b"gcp:before");
+
+    // B stops trusting aws.example.
+    let gcp_only = bundle_map(&[("gcp.example", &pki.gcp_root)]);
+    write_atomically(&b_files.bundle, &gcp_only.to_json());
+    b.wait_event("reload", |e| e["result"] == "applied");
+    let answer = call(a.egress("reviews"), b"after");
+    assert!(!answer.starts_with(b"gcp:"), "{answer:?}");
+    b.wait_metric(&failures("unknown_trust_domain"), 1.0);
+
+    // The connection opened before the reload keeps working.
+    open.write_all(b"still open").expect("write");
+    let mut answer = [0u8; 10];
+    open.read_exact(&mut answer).expect("echo after reload");
+    assert_eq!(&answer, b"still open");
+
+    // A broken bundle is rejected and the one in force stays.
+    write_atomically(&b_files.bundle, "{ not json");
+    let rejected = b.wait_event("reload", |e| e["result"] == "rejected");
+    assert!(
+        rejected["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("tls.trust_bundle")),
+        "{rejected}"
+    );
+    assert!(!call(a.egress("reviews"), b"again").starts_with(b"gcp:"));
+    b.wait_metric(&failures("unknown_trust_domain"), 2.0);
+
+    // Secrets stay out of the admin endpoint and the logs.
+    let key = std::fs::read_to_string(&b_files.key).expect("key");
+    let key_body = key.lines().nth(1).expect("key line");
+    let (_, dump) = b.admin_get("/config_dump");
+    let (_, metrics) = b.admin_get("/metrics");
+    for text in [&dump, &metrics, &b.logs()] {
+        assert!(!text.contains(key_body), "key material leaked");
+        assert!(
+            !text.contains(&*b_files.key.to_string_lossy()),
+            "key path leaked"
+        );
+    }
+}

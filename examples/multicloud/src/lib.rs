@@ -1,0 +1,1 @@
+//! A runnable multi-cloud topology: several clusters on one machine.

@@ -1,0 +1,6 @@
+//! The Isthmus federation controller and the operator CLI.
+//!
+//! - [`model`]: the federation model, sans IO: services, exports, the versioned export feed a
+//!   link carries, and leased imports merged across clusters.
+
+pub mod model;

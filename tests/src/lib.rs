@@ -1,0 +1,1 @@
+//! Harness for cross-crate end-to-end scenarios that start real processes.

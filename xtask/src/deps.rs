@@ -1,0 +1,128 @@
+//! `cargo xtask deps`: the system and Python packages the tests need, on a fresh Debian machine
+//! that has only the Rust toolchain and Python.
+//!
+//! Extend the two lists below; everything else (checking, installing, sudo) stays as is. Nothing
+//! is installed, and nothing is printed beyond one line, when every package is already present.
+
+use std::process::{Command, Stdio};
+
+use anyhow::Context;
+
+use crate::sh;
+
+/// Debian packages, checked with `dpkg-query` and installed with `apt-get`.
+pub(crate) const APT_PACKAGES: &[&str] = &[
+    // TLS clients and certificate tooling used by tests and by `xtask fuzz-seeds`.
+    "openssl",
+    "curl",
+    "ca-certificates",
+    // libfuzzer-sys compiles libFuzzer (C++) for `cargo xtask fuzz`.
+    "g++",
+];
+
+/// Python packages, checked with `pip show` and installed with `pip install`.
+pub(crate) const PYPI_PACKAGES: &[&str] = &[];
+
+pub(crate) fn install() -> anyhow::Result<()> {
+    install_apt()?;
+    install_pypi()?;
+    println!(
+        "deps: ok ({} apt, {} PyPI packages present)",
+        APT_PACKAGES.len(),
+        PYPI_PACKAGES.len()
+    );
+    Ok(())
+}
+
+fn install_apt() -> anyhow::Result<()> {
+    if !quiet_ok(Command::new("dpkg-query").arg("--version")) {
+        println!(
+            "deps: no dpkg here; install these yourself: {}",
+            APT_PACKAGES.join(" ")
+        );
+        return Ok(());
+    }
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|pkg| !apt_installed(pkg))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    println!("deps: missing apt packages: {}", missing.join(" "));
+    let sudo = !is_root()?;
+    sh::run(apt_get(sudo).args(["update", "-qq"]))?;
+    sh::run(
+        apt_get(sudo)
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing),
+    )
+}
+
+fn install_pypi() -> anyhow::Result<()> {
+    let missing: Vec<&str> = PYPI_PACKAGES
+        .iter()
+        .copied()
+        .filter(|pkg| !quiet_ok(Command::new("python3").args(["-m", "pip", "show", pkg])))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    println!("deps: missing PyPI packages: {}", missing.join(" "));
+    sh::run(
+        Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(&missing)
+            // A CI machine's system Python is ours to change: Debian marks it externally
+            // managed (PEP 668), and CI runs as root. pip versions that predate either setting
+            // ignore the variable.
+            .env("PIP_BREAK_SYSTEM_PACKAGES", "1")
+            .env("PIP_ROOT_USER_ACTION", "ignore"),
+    )
+}
+
+fn apt_installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["--show", "--showformat=${Status}", pkg])
+        .stderr(Stdio::null())
+        .output()
+        .is_ok_and(|out| out.status.success() && out.stdout.ends_with(b" installed"))
+}
+
+fn is_root() -> anyhow::Result<bool> {
+    let out = Command::new("id")
+        .arg("-u")
+        .output()
+        .context("cannot run `id -u`")?;
+    Ok(out.stdout.trim_ascii() == b"0")
+}
+
+/// `apt-get`, non-interactive, through sudo unless we are root.
+fn apt_get(sudo: bool) -> Command {
+    const FRONTEND: &str = "DEBIAN_FRONTEND=noninteractive";
+    if sudo {
+        // sudo drops the environment, but takes assignments before the program.
+        let mut cmd = Command::new("sudo");
+        cmd.args([FRONTEND, "apt-get"]);
+        cmd
+    } else {
+        let mut cmd = Command::new("apt-get");
+        cmd.env("DEBIAN_FRONTEND", "noninteractive");
+        cmd
+    }
+}
+
+/// Runs a probe with its output discarded; true if it exits 0.
+fn quiet_ok(cmd: &mut Command) -> bool {
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
