@@ -4,6 +4,7 @@
 //! composition root, [`proxy`] the ingress data path, [`egress`] the outbound one, [`tls`] the
 //! gateway's certificates and bundles, `admin` the admin endpoint, `reload` hot reload.
 
+pub mod api;
 pub mod config;
 pub mod names;
 pub mod route;

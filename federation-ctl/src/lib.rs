@@ -3,4 +3,5 @@
 //! - [`model`]: the federation model, sans IO: services, exports, the versioned export feed a
 //!   link carries, and leased imports merged across clusters.
 
+pub mod api;
 pub mod model;

@@ -1,0 +1,1 @@
+//! Process tests for the controller and CLI.
