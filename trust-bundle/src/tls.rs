@@ -346,6 +346,87 @@ pub fn server_config(
     Ok(config)
 }
 
+/// A server configuration that asks for a client certificate but does not require one: a
+/// client that presents one is verified and authorized exactly as by [`server_config`]; one that
+/// presents none gets through the handshake unauthenticated, so the application must check.
+///
+/// For endpoints that admit strangers on a separate proof, such as redeeming a peering token,
+/// beside mutually authenticated calls on the same port.
+pub fn server_config_client_auth_optional(
+    identity: IdentityHandle,
+    trust: TrustHandle,
+    authorizer: Authorizer,
+) -> Result<rustls::ServerConfig, Error> {
+    let verifier = Arc::new(OptionalClientAuth(SpiffeVerifier::new(trust, authorizer)));
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(Arc::new(identity));
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    Ok(config)
+}
+
+/// A client configuration that verifies and authorizes the server but presents no identity.
+pub fn client_config_server_auth_only(
+    trust: TrustHandle,
+    authorizer: Authorizer,
+) -> Result<rustls::ClientConfig, Error> {
+    let verifier = Arc::new(SpiffeVerifier::new(trust, authorizer));
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(config)
+}
+
+/// [`SpiffeVerifier`] with client authentication offered but not mandatory.
+#[derive(Debug)]
+struct OptionalClientAuth(SpiffeVerifier);
+
+impl ClientCertVerifier for OptionalClientAuth {
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.0.verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        ClientCertVerifier::verify_tls12_signature(&self.0, message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        ClientCertVerifier::verify_tls13_signature(&self.0, message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        ClientCertVerifier::supported_verify_schemes(&self.0)
+    }
+}
+
 /// A mutual-TLS client configuration: our identity, the server verified by SPIFFE trust domain
 /// and authorized, resumption off.
 pub fn client_config(

@@ -201,3 +201,97 @@ async fn authorizer_refusal_ends_the_handshake() {
         .unwrap_err();
     assert!(err.contains("not authorized"), "unexpected error: {err}");
 }
+
+/// One handshake against a server with optional client authentication; returns the client
+/// SPIFFE ID the server saw ("" for an anonymous client) or the error.
+async fn optional_auth_handshake(
+    server: &Credential,
+    server_trust: &BundleMap,
+    client: Option<&Credential>,
+    client_trust: &BundleMap,
+) -> Result<String, String> {
+    let server_cfg = tls::server_config_client_auth_optional(
+        IdentityHandle::from_credential(server).unwrap(),
+        TrustHandle::new(TrustStore::new(server_trust).unwrap()),
+        Authorizer::any(),
+    )
+    .unwrap();
+    let client_trust = TrustHandle::new(TrustStore::new(client_trust).unwrap());
+    let client_cfg = match client {
+        Some(c) => tls::client_config(
+            IdentityHandle::from_credential(c).unwrap(),
+            client_trust,
+            Authorizer::any(),
+        ),
+        None => tls::client_config_server_auth_only(client_trust, Authorizer::any()),
+    }
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = TlsAcceptor::from(Arc::new(server_cfg));
+    let server_task = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.map_err(|e| e.to_string())?;
+        let mut tls = acceptor
+            .accept(tcp)
+            .await
+            .map_err(|e| format!("server: {}", tls::explain_io(&e)))?;
+        let peer = tls::peer_spiffe_id(tls.get_ref().1.peer_certificates().unwrap_or_default())
+            .map(|id| id.to_string())
+            .unwrap_or_default();
+        tls.write_all(b"ok").await.map_err(|e| e.to_string())?;
+        tls.shutdown().await.ok();
+        Ok::<_, String>(peer)
+    });
+    let connector = TlsConnector::from(Arc::new(client_cfg));
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("controller.isthmus.internal").unwrap();
+    let client_result = match connector.connect(name, tcp).await {
+        Ok(mut tls) => {
+            let mut buf = [0u8; 2];
+            tls.read_exact(&mut buf)
+                .await
+                .map(drop)
+                .map_err(|e| format!("client read: {e}"))
+        }
+        Err(e) => Err(format!("client: {}", tls::explain_io(&e))),
+    };
+    let server_result = tokio::time::timeout(std::time::Duration::from_secs(10), server_task)
+        .await
+        .expect("server task did not finish within 10 s")
+        .unwrap();
+    match (server_result, client_result) {
+        (Ok(peer), Ok(())) => Ok(peer),
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    }
+}
+
+#[tokio::test]
+async fn optional_client_auth_admits_anonymous_clients_and_still_verifies_presented_ones() {
+    let root_a = root("a.example");
+    let root_b = root("b.example");
+    let server = leaf(
+        &intermediate(&root_a, "a", None),
+        "spiffe://a.example/isthmus/cluster/a/controller",
+    );
+    let known = leaf(
+        &intermediate(&root_a, "a2", None),
+        "spiffe://a.example/isthmus/cluster/a2/controller",
+    );
+    let stranger = leaf(
+        &intermediate(&root_b, "b", None),
+        "spiffe://b.example/isthmus/cluster/b/controller",
+    );
+    let map_a = bundle_map(&[("a.example", &root_a)]);
+
+    let anonymous = optional_auth_handshake(&server, &map_a, None, &map_a).await;
+    assert_eq!(anonymous, Ok(String::new()));
+    let verified = optional_auth_handshake(&server, &map_a, Some(&known), &map_a).await;
+    assert_eq!(
+        verified,
+        Ok("spiffe://a.example/isthmus/cluster/a2/controller".to_owned())
+    );
+    // A certificate that is presented must verify: optional is not "anything goes".
+    let refused = optional_auth_handshake(&server, &map_a, Some(&stranger), &map_a).await;
+    let err = refused.expect_err("a foreign-root client certificate must be refused");
+    assert!(err.contains("b.example"), "{err}");
+}
