@@ -43,6 +43,10 @@ pub struct ServiceKey {
 pub struct ServicePort {
     pub name: String,
     pub port: u16,
+    /// The port the endpoints listen on when it differs from `port`. Local only: it never
+    /// travels over a link (see [`Registry::exports_for`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_port: Option<u16>,
 }
 
 /// One endpoint of a local service.
@@ -204,6 +208,24 @@ fn check_label(what: &'static str, s: &str) -> Result<(), NameError> {
     }
 }
 
+// === impl ServicePort ===
+
+impl ServicePort {
+    /// A port whose endpoints listen on the same number.
+    pub fn new(name: impl Into<String>, port: u16) -> Self {
+        Self {
+            name: name.into(),
+            port,
+            target_port: None,
+        }
+    }
+
+    /// The port the endpoints listen on.
+    pub fn target(&self) -> u16 {
+        self.target_port.unwrap_or(self.port)
+    }
+}
+
 // === impl Registry ===
 
 impl Registry {
@@ -221,7 +243,12 @@ impl Registry {
                     e.key.clone(),
                     ExportedService {
                         key: e.key.clone(),
-                        ports: svc.ports.clone(),
+                        // Target ports are this cluster's business; peers see name and port.
+                        ports: svc
+                            .ports
+                            .iter()
+                            .map(|p| ServicePort::new(p.name.clone(), p.port))
+                            .collect(),
                         ready_endpoints: count(svc.endpoints.iter().filter(|ep| ep.ready)),
                         total_endpoints: count(svc.endpoints.iter()),
                         zones: svc

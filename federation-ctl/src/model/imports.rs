@@ -182,10 +182,7 @@ pub fn merge_imports(
                 key: key.clone(),
                 ports: ports
                     .into_iter()
-                    .map(|(name, (port, _))| ServicePort {
-                        name: name.to_owned(),
-                        port,
-                    })
+                    .map(|(name, (port, _))| ServicePort::new(name, port))
                     .collect(),
                 sources,
             },

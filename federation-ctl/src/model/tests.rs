@@ -17,10 +17,7 @@ fn exported(k: &str, ports: &[(&str, u16)], ready: u32, at: i64) -> ExportedServ
         key: key(k),
         ports: ports
             .iter()
-            .map(|(n, p)| ServicePort {
-                name: (*n).into(),
-                port: *p,
-            })
+            .map(|(n, p)| ServicePort::new(*n, *p))
             .collect(),
         ready_endpoints: ready,
         total_endpoints: ready,
@@ -72,6 +69,7 @@ fn exports_are_filtered_per_peer() {
                 ports: vec![ServicePort {
                     name: "http".into(),
                     port: 8080,
+                    target_port: Some(18080),
                 }],
                 endpoints: vec![
                     Endpoint {
@@ -98,6 +96,8 @@ fn exports_are_filtered_per_peer() {
     let a = &to_aws[&key("a.default")];
     assert_eq!((a.ready_endpoints, a.total_endpoints), (1, 2));
     assert_eq!(a.zones, BTreeSet::from(["z1".to_owned()]));
+    // The target port stays home: peers see only the name and the service port.
+    assert_eq!(a.ports, [ServicePort::new("http", 8080)]);
     assert_eq!(reg.exports_for(&cluster("gcp")).len(), 2);
 }
 
@@ -233,4 +233,18 @@ proptest! {
         reversed.reverse();
         prop_assert_eq!(merge_imports(&reversed, LEASE, 0), forward);
     }
+}
+
+#[test]
+fn target_port_is_optional_and_omitted_when_unset() {
+    let p: ServicePort = serde_json::from_str(r#"{"name":"http","port":80}"#).unwrap();
+    assert_eq!(p, ServicePort::new("http", 80));
+    assert_eq!(p.target(), 80);
+    assert_eq!(
+        serde_json::to_string(&p).unwrap(),
+        r#"{"name":"http","port":80}"#
+    );
+    let p: ServicePort =
+        serde_json::from_str(r#"{"name":"http","port":80,"target_port":8080}"#).unwrap();
+    assert_eq!(p.target(), 8080);
 }
