@@ -88,7 +88,8 @@ pub async fn build(config: Config, config_path: Option<PathBuf>) -> Result<Bound
     let drain_timeout = config.drain_timeout;
     let metrics = Arc::new(Metrics::new());
     let material = config.tls.as_ref().map(tls::Material::load).transpose()?;
-    let (pools, mut background) = egress::build(&config, material.as_ref(), &metrics).await?;
+    let pools = egress::build(&config, material.as_ref(), &metrics).await?;
+    let mut background = Vec::new();
     let snapshot = Snapshot::new(config, 1, material.as_ref())?;
     let shared = Arc::new(Shared::new(snapshot, metrics, material, pools.clone()));
     let (trigger, watch) = drain::channel();
