@@ -4,5 +4,6 @@
 //!   link carries, and leased imports merged across clusters.
 
 pub mod api;
+pub mod config;
 pub mod model;
 pub mod transport;
