@@ -61,8 +61,13 @@
 //!       - { address: gw.aws.example:15443, priority: 2, cluster: aws, trust_domain: aws.example }
 //! ```
 //!
-//! Listener addresses and the egress section are read at startup; a reload applies routes,
-//! certificates and bundles and warns that other changes need a restart.
+//! A reload applies everything but the ingress and admin addresses (bound once at startup; a
+//! change warns that it needs a restart): routes, certificates and bundles, limits and timeouts
+//! for new connections, and egress listeners, reconciled by name: new ones are bound, removed
+//! ones stop accepting while their open connections finish within `drain_timeout`, changed ones
+//! keep their socket when `listen` is unchanged (new connections use the new settings) and are
+//! rebound when it changed. An egress listener that cannot bind is reported in the `reload`
+//! event's `egress_errors` and retried by the next reload; the rest of the config applies.
 
 mod dump;
 mod raw;

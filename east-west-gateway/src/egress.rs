@@ -16,6 +16,7 @@
 
 mod conn;
 mod gateways;
+mod listeners;
 mod probe;
 mod resolve;
 
@@ -26,13 +27,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use hickory_resolver::TokioResolver;
 use rustls_pki_types::ServerName;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tracing::Instrument;
 
 use self::gateways::{Gateway, Gateways, Target};
+pub(crate) use self::listeners::Listeners;
+pub use self::listeners::{BindFailure, Handle, Report};
 use crate::config::{self, EgressMode};
-use crate::drain;
 use crate::metrics::{EgressLabel, Metrics};
 use crate::tls;
 
@@ -97,21 +97,6 @@ pub(crate) fn resolver() -> Option<TokioResolver> {
     resolve::resolver()
         .inspect_err(|error| tracing::error!(%error, "host-name gateways stay unresolved"))
         .ok()
-}
-
-/// Builds the pools of every egress listener of `config` (the startup path).
-pub async fn build(
-    config: &config::Config,
-    material: Option<&tls::Material>,
-    metrics: &Arc<Metrics>,
-) -> Result<Vec<Arc<Pool>>, Error> {
-    let resolver = needs_dns(&config.egress).then(resolver).flatten();
-    let mut pools = Vec::with_capacity(config.egress.len());
-    for e in &config.egress {
-        let pool = Pool::build(e, &config.upstream, material, metrics, resolver.as_ref()).await?;
-        pools.push(Arc::new(pool));
-    }
-    Ok(pools)
 }
 
 impl Pool {
@@ -182,6 +167,30 @@ impl Pool {
         self.config.listen
     }
 
+    /// Stops probes and re-resolution now (connections still using the pool keep working)
+    /// and drops the gauge series of gateways `successor` does not have.
+    pub(crate) fn retire(&self, successor: Option<&Pool>) {
+        for task in self
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+        {
+            task.abort();
+        }
+        for gateway in &self.gateways.list {
+            let kept = successor.is_some_and(|s| {
+                s.gateways
+                    .list
+                    .iter()
+                    .any(|other| other.label == gateway.label)
+            });
+            if !kept {
+                self.metrics.forget_gateway(&gateway.label);
+            }
+        }
+    }
+
     /// Runtime state for `/config_dump`: per gateway health, RTT and name resolution.
     pub fn status(&self) -> Value {
         let gateways: Vec<Value> = self
@@ -222,34 +231,5 @@ impl Drop for Pool {
         {
             task.abort();
         }
-    }
-}
-
-/// Accepts on one egress listener until the drain starts.
-pub(crate) async fn serve(
-    listener: TcpListener,
-    pool: Arc<Pool>,
-    shared: Arc<crate::proxy::Shared>,
-    mut drain: drain::Watch,
-) {
-    loop {
-        let accepted = tokio::select! {
-            () = drain.stopped() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                tracing::warn!(%error, "egress accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let span = tracing::info_span!("egress", egress = %pool.label.egress, peer = %peer);
-        tokio::spawn(
-            conn::handle(stream, peer, pool.clone(), shared.clone(), drain.clone())
-                .instrument(span),
-        );
     }
 }
