@@ -6,4 +6,5 @@
 pub mod api;
 pub mod config;
 pub mod model;
+pub mod token;
 pub mod transport;

@@ -93,7 +93,10 @@ fn minimal_config_gets_defaults_and_resolves_paths() {
 #[test]
 fn full_config_parses() {
     let c = at(FULL).expect("valid");
-    assert_eq!(c.trust_domain.as_ref().map(|t| t.as_str()), Some("aws.example"));
+    assert_eq!(
+        c.trust_domain.as_ref().map(|t| t.as_str()),
+        Some("aws.example")
+    );
     assert_eq!(c.trust_bundle, Some("/etc/isthmus/bundle.json".into()));
     assert_eq!(c.identity_validity, Duration::from_secs(7200));
     assert_eq!(c.state_dir, Path::new("/etc/isthmus/./state/aws"));
@@ -102,7 +105,13 @@ fn full_config_parses() {
     assert_eq!(advertise, ["ctl.aws.example:15050", "[::1]:15050"]);
     let gws: Vec<String> = c.gateways.addresses.iter().map(|h| h.to_string()).collect();
     assert_eq!(gws, ["127.0.0.2:15443", "gw.aws.example:15443"]);
-    assert_eq!(c.gateways.egress.ports, PortRange { first: 15100, last: 15199 });
+    assert_eq!(
+        c.gateways.egress.ports,
+        PortRange {
+            first: 15100,
+            last: 15199
+        }
+    );
     assert_eq!(c.gateways.egress.ports.len(), 100);
     assert_eq!(c.lease().heartbeat_interval_ms, 250);
     assert_eq!(c.lease().missed_allowed, 5);
@@ -121,7 +130,13 @@ fn single_egress_port_is_a_range_of_one() {
         "{ addresses: [127.0.0.2:15443], egress: { ports: 15100 } }",
     ))
     .unwrap();
-    assert_eq!(c.gateways.egress.ports, PortRange { first: 15100, last: 15100 });
+    assert_eq!(
+        c.gateways.egress.ports,
+        PortRange {
+            first: 15100,
+            last: 15100
+        }
+    );
 }
 
 #[test]
@@ -146,15 +161,43 @@ fn missing_required_fields_say_what_to_add() {
 fn errors_name_the_file_the_field_and_the_fix() {
     let cases: &[(&str, &str, &[&str])] = &[
         ("cluster", "AWS", &["cluster:", "RFC 1123"]),
-        ("trust_domain", "'Bad Domain'", &["trust_domain:", "aws.example"]),
-        ("identity_validity", "30s", &["identity_validity:", "at least 1m"]),
-        ("identity_validity", "soon", &["identity_validity:", "not a duration"]),
+        (
+            "trust_domain",
+            "'Bad Domain'",
+            &["trust_domain:", "aws.example"],
+        ),
+        (
+            "identity_validity",
+            "30s",
+            &["identity_validity:", "at least 1m"],
+        ),
+        (
+            "identity_validity",
+            "soon",
+            &["identity_validity:", "not a duration"],
+        ),
         ("token_ttl", "0s", &["token_ttl:", "zero"]),
         ("token_ttl", "90d", &["token_ttl:", "30 days"]),
-        ("registry", "{ watch_interval: 1s }", &["registry.file: missing"]),
-        ("registry", "{ file: r.yaml, watch_interval: x }", &["registry.watch_interval"]),
-        ("peering", "{ listen: localhost:1 }", &["peering.listen", "IP:PORT"]),
-        ("peering", "{ listen: '0.0.0.0:15050' }", &["peering.advertise", "wildcard"]),
+        (
+            "registry",
+            "{ watch_interval: 1s }",
+            &["registry.file: missing"],
+        ),
+        (
+            "registry",
+            "{ file: r.yaml, watch_interval: x }",
+            &["registry.watch_interval"],
+        ),
+        (
+            "peering",
+            "{ listen: localhost:1 }",
+            &["peering.listen", "IP:PORT"],
+        ),
+        (
+            "peering",
+            "{ listen: '0.0.0.0:15050' }",
+            &["peering.advertise", "wildcard"],
+        ),
         (
             "peering",
             "{ listen: 127.0.0.1:0, advertise: ['0.0.0.0:1'] }",
@@ -165,11 +208,31 @@ fn errors_name_the_file_the_field_and_the_fix() {
             "{ listen: 127.0.0.1:15100 }",
             &["peering.listen", "inside gateways.egress.ports"],
         ),
-        ("gateways", "{ addresses: [] }", &["gateways.addresses: empty"]),
-        ("gateways", "{ addresses: ['gw'] }", &["gateways.addresses[0]", "no port"]),
-        ("gateways", "{ addresses: ['Gw.Example:1'] }", &["gateways.addresses[0]", "DNS name"]),
-        ("gateways", "{ addresses: ['a.example:0'] }", &["gateways.addresses[0]", "port"]),
-        ("gateways", "{ addresses: ['::1:15443'] }", &["gateways.addresses[0]", "[ADDR]:PORT"]),
+        (
+            "gateways",
+            "{ addresses: [] }",
+            &["gateways.addresses: empty"],
+        ),
+        (
+            "gateways",
+            "{ addresses: ['gw'] }",
+            &["gateways.addresses[0]", "no port"],
+        ),
+        (
+            "gateways",
+            "{ addresses: ['Gw.Example:1'] }",
+            &["gateways.addresses[0]", "DNS name"],
+        ),
+        (
+            "gateways",
+            "{ addresses: ['a.example:0'] }",
+            &["gateways.addresses[0]", "port"],
+        ),
+        (
+            "gateways",
+            "{ addresses: ['::1:15443'] }",
+            &["gateways.addresses[0]", "[ADDR]:PORT"],
+        ),
         (
             "gateways",
             "{ addresses: ['a.example:1', 'a.example:1'] }",
@@ -190,11 +253,19 @@ fn errors_name_the_file_the_field_and_the_fix() {
             "{ addresses: ['a.example:1'], egress: { ports: 0-10 } }",
             &["gateways.egress.ports", "not a port"],
         ),
-        ("lease", "{ missed_heartbeats: 0 }", &["lease.missed_heartbeats", "at least 1"]),
+        (
+            "lease",
+            "{ missed_heartbeats: 0 }",
+            &["lease.missed_heartbeats", "at least 1"],
+        ),
         ("preferences", "[aws]", &["preferences[0]", "this cluster"]),
         ("preferences", "[gcp, gcp]", &["preferences[1]", "twice"]),
         ("preferences", "[GCP]", &["preferences[0]"]),
-        ("api", &format!("{{ socket: /{} }}", "s".repeat(120)), &["api.socket", "107"]),
+        (
+            "api",
+            &format!("{{ socket: /{} }}", "s".repeat(120)),
+            &["api.socket", "107"],
+        ),
     ];
     for (key, value, needles) in cases {
         let mut needles = needles.to_vec();
@@ -239,9 +310,22 @@ fn host_port_forms() {
         let hp = HostPort::parse(text).unwrap();
         assert_eq!(hp.to_string(), shown);
         assert_eq!(hp.ip().is_some(), ip);
-        assert_eq!(hp.port(), text.rsplit(':').next().unwrap().parse::<u16>().unwrap());
+        assert_eq!(
+            hp.port(),
+            text.rsplit(':').next().unwrap().parse::<u16>().unwrap()
+        );
     }
-    for bad in ["", ":1", "gw", "gw:", "gw:x", "gw:65536", "10.0.0.1:0", "gw..x:1", "[gw]:1"] {
+    for bad in [
+        "",
+        ":1",
+        "gw",
+        "gw:",
+        "gw:x",
+        "gw:65536",
+        "10.0.0.1:0",
+        "gw..x:1",
+        "[gw]:1",
+    ] {
         assert!(HostPort::parse(bad).is_err(), "{bad:?}");
     }
 }

@@ -160,8 +160,8 @@ pub(super) fn validate(raw: RawConfig, file: &Path) -> Result<ControllerConfig, 
     let mut seen = BTreeSet::new();
     for (i, p) in raw.preferences.iter().enumerate() {
         let at = format!("preferences[{i}]");
-        let name = ClusterName::parse(p)
-            .map_err(|e| cx.invalid(&at, e, "list peer cluster names"))?;
+        let name =
+            ClusterName::parse(p).map_err(|e| cx.invalid(&at, e, "list peer cluster names"))?;
         if name == cluster {
             return Err(cx.invalid(
                 &at,
@@ -194,12 +194,7 @@ pub(super) fn validate(raw: RawConfig, file: &Path) -> Result<ControllerConfig, 
 }
 
 impl Cx<'_> {
-    fn invalid(
-        &self,
-        field: &str,
-        problem: impl ToString,
-        fix: impl Into<String>,
-    ) -> ConfigError {
+    fn invalid(&self, field: &str, problem: impl ToString, fix: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
             file: self.file.to_owned(),
             field: field.to_owned(),
@@ -315,8 +310,9 @@ impl Cx<'_> {
         let fix = "write a range like 15100-15999 or a single port";
         let ports = match raw.ports {
             None => DEFAULT_EGRESS_PORTS,
-            Some(serde_yaml_ng::Value::String(s)) => PortRange::parse(&s)
-                .map_err(|e| self.invalid("gateways.egress.ports", e, fix))?,
+            Some(serde_yaml_ng::Value::String(s)) => {
+                PortRange::parse(&s).map_err(|e| self.invalid("gateways.egress.ports", e, fix))?
+            }
             Some(serde_yaml_ng::Value::Number(n)) => PortRange::parse(&n.to_string())
                 .map_err(|e| self.invalid("gateways.egress.ports", e, fix))?,
             Some(_) => {
