@@ -41,6 +41,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use trust_bundle::TrustDomain;
 
 use crate::model::{ClusterName, Lease};
@@ -170,7 +171,8 @@ pub struct LeaseConfig {
 }
 
 /// `host:port` where host is an IP address or a lowercase DNS name. IPv6 is written `[::1]:443`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct HostPort {
     host: Host,
     port: u16,
@@ -343,6 +345,19 @@ impl fmt::Display for HostPort {
             Host::Ip(ip) => write!(f, "{}", SocketAddr::new(*ip, self.port)),
             Host::Name(n) => write!(f, "{n}:{}", self.port),
         }
+    }
+}
+
+impl TryFrom<String> for HostPort {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::parse(&s)
+    }
+}
+
+impl From<HostPort> for String {
+    fn from(h: HostPort) -> String {
+        h.to_string()
     }
 }
 

@@ -6,5 +6,6 @@
 pub mod api;
 pub mod config;
 pub mod model;
+pub mod state;
 pub mod token;
 pub mod transport;
