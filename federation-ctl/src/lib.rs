@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod config;
+pub mod identity;
 pub mod model;
 pub mod state;
 pub mod token;
