@@ -74,7 +74,7 @@ fn respond(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
                 "generation": snapshot.generation,
                 "config": config::dump(&snapshot.config),
                 "tls": tls,
-                "egress": shared.egress.iter().map(|p| p.status()).collect::<Vec<_>>(),
+                "egress": shared.egress().iter().map(|h| h.status()).collect::<Vec<_>>(),
             });
             with_type(StatusCode::OK, format!("{body:#}\n"), "application/json")
         }

@@ -1,26 +1,23 @@
-//! Composition root: binds every listener first (so a port conflict fails startup before any
-//! task runs), then spawns the ingress accept loop, the admin server and the reloader.
+//! Composition root: binds the ingress and admin listeners first (so a port conflict fails
+//! startup before any task runs), applies the config through the same [`Applier`] a reload uses
+//! (TLS material, routes, egress listeners; an egress port conflict also fails startup), then
+//! spawns the ingress accept loop, the admin server and the reloader.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::task::JoinHandle;
 
+use crate::apply::{self, Applier};
 use crate::config::Config;
-use crate::drain::{self, Drained};
+use crate::drain::{self, CLOSE_GRACE, Drained};
 use crate::metrics::Metrics;
 use crate::proxy::{self, Shared, Snapshot};
 use crate::{admin, egress, reload, telemetry, tls};
-
-/// Accept queue length: bursts of new connections wait in the kernel instead of being dropped
-/// (tokio's default is 1024; the kernel caps it at net.core.somaxconn).
-const LISTEN_BACKLOG: u32 = 4096;
-/// Time given to connections cut at the drain deadline to record their outcome.
-const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +46,16 @@ pub enum Error {
     Egress(#[from] egress::Error),
 }
 
+impl From<apply::Error> for Error {
+    fn from(error: apply::Error) -> Self {
+        match error {
+            apply::Error::Routes(e) => Self::Routes(e),
+            apply::Error::Tls(e) => Self::Tls(e),
+            apply::Error::Egress(e) => Self::Egress(e),
+        }
+    }
+}
+
 /// A running gateway: its bound addresses and the handles to stop it.
 #[derive(Debug)]
 pub struct Bound {
@@ -74,12 +81,6 @@ pub async fn build(config: Config, config_path: Option<PathBuf>) -> Result<Bound
         local_addr(&ingress, "ingress")?,
         local_addr(&admin, "admin")?,
     );
-    let mut egress_listeners = Vec::with_capacity(config.egress.len());
-    for e in &config.egress {
-        let listener = bind("egress", e.listen)?;
-        let address = local_addr(&listener, "egress")?;
-        egress_listeners.push((e.name.to_string(), listener, address));
-    }
     // Install handlers before reporting ready, so an early signal is never fatal.
     let terminate = signal(SignalKind::terminate()).map_err(Error::Signal)?;
     let interrupt = signal(SignalKind::interrupt()).map_err(Error::Signal)?;
@@ -87,33 +88,35 @@ pub async fn build(config: Config, config_path: Option<PathBuf>) -> Result<Bound
 
     let drain_timeout = config.drain_timeout;
     let metrics = Arc::new(Metrics::new());
-    let material = config.tls.as_ref().map(tls::Material::load).transpose()?;
-    let (pools, mut background) = egress::build(&config, material.as_ref(), &metrics).await?;
-    let snapshot = Snapshot::new(config, 1, material.as_ref())?;
-    let shared = Arc::new(Shared::new(snapshot, metrics, material, pools.clone()));
+    // Generation 0 serves nothing; applying the config makes generation 1.
+    let empty = Config {
+        routes: Vec::new(),
+        egress: Vec::new(),
+        tls: None,
+        ..config.clone()
+    };
+    let shared = Arc::new(Shared::new(Snapshot::new(empty, 0, None)?, metrics));
     let (trigger, watch) = drain::channel();
-    tokio::spawn(proxy::serve(ingress, shared.clone(), watch.clone()));
-    let mut egress_addresses = Vec::with_capacity(pools.len());
-    for ((name, listener, address), pool) in egress_listeners.into_iter().zip(pools) {
-        tokio::spawn(egress::serve(listener, pool, shared.clone(), watch.clone()));
-        egress_addresses.push((name, address));
+    let mut applier = Applier::new(shared.clone(), trigger.spawner());
+    let applied = applier.apply(config).await?;
+    if let Some(failure) = applied.egress.failed.into_iter().next() {
+        return Err(Error::Bind {
+            listener: "egress",
+            address: failure.address,
+            source: failure.source,
+        });
     }
-    drop(watch);
-    background.push(tokio::spawn(admin::serve(admin, shared.clone())));
+    tokio::spawn(proxy::serve(ingress, shared.clone(), watch));
+    let mut background = vec![tokio::spawn(admin::serve(admin, shared.clone()))];
     if let Some(path) = config_path {
         let baseline = reload::baseline(&path, shared.load().config.tls.as_ref());
-        background.push(tokio::spawn(reload::run(
-            path,
-            baseline,
-            shared.clone(),
-            hangup,
-        )));
+        background.push(tokio::spawn(reload::run(path, baseline, applier, hangup)));
     }
     tracing::info!(ingress = %addresses.0, admin = %addresses.1, "gateway listening");
     Ok(Bound {
         ingress: addresses.0,
         admin: addresses.1,
-        egress: egress_addresses,
+        egress: applied.egress.bound,
         shared,
         trigger,
         background,
@@ -135,9 +138,7 @@ impl Bound {
             "event": "ready",
             "ingress": self.ingress.to_string(),
             "admin": self.admin.to_string(),
-            "egress": self.egress.iter()
-                .map(|(name, address)| (name.clone(), serde_json::json!(address.to_string())))
-                .collect::<serde_json::Map<_, _>>(),
+            "egress": apply::egress_map(&self.egress),
             "pid": std::process::id(),
         })
     }
@@ -173,22 +174,11 @@ impl Bound {
 }
 
 fn bind(listener: &'static str, address: SocketAddr) -> Result<TcpListener, Error> {
-    let socket = match address {
-        SocketAddr::V4(_) => TcpSocket::new_v4(),
-        SocketAddr::V6(_) => TcpSocket::new_v6(),
-    };
-    socket
-        .and_then(|socket| {
-            // Restarts must not wait out TIME_WAIT on the listening port.
-            socket.set_reuseaddr(true)?;
-            socket.bind(address)?;
-            socket.listen(LISTEN_BACKLOG)
-        })
-        .map_err(|source| Error::Bind {
-            listener,
-            address,
-            source,
-        })
+    proxy::bind(address).map_err(|source| Error::Bind {
+        listener,
+        address,
+        source,
+    })
 }
 
 fn local_addr(listener: &TcpListener, name: &'static str) -> Result<SocketAddr, Error> {

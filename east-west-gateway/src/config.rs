@@ -53,10 +53,21 @@
 //!     gateways:                      # IPs or host names (re-resolved by TTL)
 //!       - { address: gw1.gcp.example:15443, priority: 0, weight: 1 }
 //!       - { address: 10.1.0.9:15443, priority: 1 }
+//!       # cluster, sni and trust_domain above are defaults; a gateway may override them, so
+//!       # one listener can fail over across the clusters an import was merged from. The most
+//!       # specific wins: gateway sni > name derived from gateway cluster > listener sni >
+//!       # name derived from listener cluster. mtls needs an SNI and a trust domain for every
+//!       # gateway; passthrough allows only `cluster` (for logs and metrics).
+//!       - { address: gw.aws.example:15443, priority: 2, cluster: aws, trust_domain: aws.example }
 //! ```
 //!
-//! Listener addresses and the egress section are read at startup; a reload applies routes,
-//! certificates and bundles and warns that other changes need a restart.
+//! A reload applies everything but the ingress and admin addresses (bound once at startup; a
+//! change warns that it needs a restart): routes, certificates and bundles, limits and timeouts
+//! for new connections, and egress listeners, reconciled by name: new ones are bound, removed
+//! ones stop accepting while their open connections finish within `drain_timeout`, changed ones
+//! keep their socket when `listen` is unchanged (new connections use the new settings) and are
+//! rebound when it changed. An egress listener that cannot bind is reported in the `reload`
+//! event's `egress_errors` and retried by the next reload; the rest of the config applies.
 
 mod dump;
 mod raw;
@@ -260,7 +271,7 @@ pub struct Egress {
     pub listen: SocketAddr,
     /// The imported service.
     pub service: ServiceRef,
-    /// The target cluster, when configured (the access log's `dst_cluster`).
+    /// The listener-wide target cluster, when configured (gateways may override it).
     pub cluster: Option<Label>,
     /// How the connection travels to the remote gateway.
     pub mode: EgressMode,
@@ -271,15 +282,10 @@ pub struct Egress {
 }
 
 /// How an egress listener reaches the remote gateway.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EgressMode {
-    /// Plain TCP in; mutual TLS out with this SNI, the remote verified against `trust_domain`.
-    Mtls {
-        /// SNI sent to the remote gateway.
-        sni: String,
-        /// Trust domain the remote gateway's certificate must belong to.
-        trust_domain: String,
-    },
+    /// Plain TCP in; mutual TLS out, with each gateway's [`MtlsTarget`].
+    Mtls,
     /// TLS in (the client's own, with SNI); the bytes go to the remote gateway untouched.
     Passthrough,
 }
@@ -304,6 +310,19 @@ pub struct RemoteGateway {
     pub priority: u32,
     /// Relative load share within the priority.
     pub weight: u32,
+    /// The cluster this gateway fronts: its own `cluster`, else the listener's.
+    pub cluster: Option<Label>,
+    /// What an mTLS connection through this gateway sends and expects; `None` in passthrough.
+    pub mtls: Option<MtlsTarget>,
+}
+
+/// The SNI and the expected trust domain of an mTLS connection through one remote gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MtlsTarget {
+    /// SNI sent to the remote gateway.
+    pub sni: String,
+    /// Trust domain the remote gateway's certificate must belong to.
+    pub trust_domain: String,
 }
 
 /// Reads and validates a config file.

@@ -4,12 +4,19 @@
 //! Draining has two phases: *stop* (accept loops return, connections keep going) and, when the
 //! deadline passes, *close* (connections still open are cut). The drain completes when every
 //! `Watch` has been dropped.
+//!
+//! A listener removed on reload drains on its own: its accept loop and connections hold a
+//! [`Watch::scoped`] watch that obeys both the gateway's drain and the listener's, and keeps both
+//! waiting until it is dropped.
 
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-/// Starts a drain; owned by the composition root.
+/// Time given to connections cut at a drain deadline to record their outcome.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Starts a drain; owned by the composition root (or by one listener, for its own drain).
 #[derive(Debug)]
 pub struct Trigger {
     stop: watch::Sender<bool>,
@@ -21,10 +28,26 @@ pub struct Trigger {
 /// Observes a drain; clone one into every task that must finish before exit.
 #[derive(Debug, Clone)]
 pub struct Watch {
+    own: Signals,
+    /// The drain of one listener, which this watch also obeys.
+    scope: Option<Signals>,
+}
+
+#[derive(Debug, Clone)]
+struct Signals {
     stop: watch::Receiver<bool>,
     close: watch::Receiver<bool>,
     // Never sent on: the channel closes when the last Watch drops, which ends the drain.
     _alive: mpsc::Sender<()>,
+}
+
+/// Makes watches for tasks started after startup (egress listeners added on reload) without
+/// itself keeping the drain from completing.
+#[derive(Debug, Clone)]
+pub struct Spawner {
+    stop: watch::Receiver<bool>,
+    close: watch::Receiver<bool>,
+    alive: mpsc::WeakSender<()>,
 }
 
 /// How a drain ended.
@@ -42,9 +65,12 @@ pub fn channel() -> (Trigger, Watch) {
     let (close, close_rx) = watch::channel(false);
     let (alive, done) = mpsc::channel(1);
     let watch = Watch {
-        stop: stop_rx,
-        close: close_rx,
-        _alive: alive.clone(),
+        own: Signals {
+            stop: stop_rx,
+            close: close_rx,
+            _alive: alive.clone(),
+        },
+        scope: None,
     };
     (
         Trigger {
@@ -77,30 +103,78 @@ impl Trigger {
         Drained::AtDeadline
     }
 
-    /// A new watch; for tasks spawned after startup.
-    pub fn watch(&self) -> Watch {
-        Watch {
+    /// A spawner of watches for tasks started later.
+    pub fn spawner(&self) -> Spawner {
+        Spawner {
             stop: self.stop.subscribe(),
             close: self.close.subscribe(),
-            _alive: self.alive.clone(),
+            alive: self.alive.downgrade(),
         }
     }
 }
 
+impl Spawner {
+    /// A new watch, or `None` once draining has started (nothing new should start then).
+    pub fn watch(&self) -> Option<Watch> {
+        if *self.stop.borrow() {
+            return None;
+        }
+        Some(Watch {
+            own: Signals {
+                stop: self.stop.clone(),
+                close: self.close.clone(),
+                _alive: self.alive.upgrade()?,
+            },
+            scope: None,
+        })
+    }
+}
+
 impl Watch {
+    /// A watch that stops and closes with this drain or with `scope`'s, whichever comes first,
+    /// and holds both drains open until dropped. A scope whose trigger is dropped without
+    /// draining never signals: only an explicit drain stops a listener.
+    pub fn scoped(&self, scope: &Watch) -> Watch {
+        Watch {
+            own: self.own.clone(),
+            scope: Some(scope.own.clone()),
+        }
+    }
+
     /// Resolves once draining has started (stop accepting).
     pub async fn stopped(&mut self) {
-        let _ = self.stop.wait_for(|s| *s).await;
+        let Self { own, scope } = self;
+        match scope {
+            None => wait(&mut own.stop, false).await,
+            Some(scope) => tokio::select! {
+                () = wait(&mut own.stop, false) => {}
+                () = wait(&mut scope.stop, true) => {}
+            },
+        }
     }
 
     /// Resolves once the drain deadline has passed (close now).
     pub async fn closed(&mut self) {
-        let _ = self.close.wait_for(|c| *c).await;
+        let Self { own, scope } = self;
+        match scope {
+            None => wait(&mut own.close, false).await,
+            Some(scope) => tokio::select! {
+                () = wait(&mut own.close, false) => {}
+                () = wait(&mut scope.close, true) => {}
+            },
+        }
     }
 
     /// Whether draining has started.
     pub fn is_stopping(&self) -> bool {
-        *self.stop.borrow()
+        *self.own.stop.borrow() || self.scope.as_ref().is_some_and(|s| *s.stop.borrow())
+    }
+}
+
+/// Resolves when the flag becomes true, or when its sender is dropped unless `hold_on_drop`.
+async fn wait(flag: &mut watch::Receiver<bool>, hold_on_drop: bool) {
+    if flag.wait_for(|set| *set).await.is_err() && hold_on_drop {
+        std::future::pending::<()>().await;
     }
 }
 

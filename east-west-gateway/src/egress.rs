@@ -1,44 +1,46 @@
 //! Egress listeners: a local client connects to `listen`; the gateway picks a remote gateway
 //! ([`gateways`]: healthy first, lowest priority, weight within it), and either
-//! - `mtls`: originates mutual TLS with the service's SNI, verifying the remote gateway against
-//!   the bundle map and the expected trust domain, then splices the client's plain TCP into it;
+//! - `mtls`: originates mutual TLS with the chosen gateway's SNI, verifying the remote gateway
+//!   against the bundle map and the trust domain configured for that gateway, then splices the
+//!   client's plain TCP into it;
 //! - `passthrough`: peeks the client's own ClientHello and sends its bytes untouched to the
 //!   remote gateway's ingress, so the client's end-to-end TLS survives.
 //!
-//! A remote gateway that refuses the connection or fails the handshake is ejected and the next
-//! one tried; nothing of the client's has been sent by then, so failover never duplicates bytes.
-//! Listeners, gateways, probes and resolvers are fixed at startup; certificates and bundles
-//! reload underneath them (the TLS handles are shared).
+//! Gateways of one listener may front different clusters (an import merged from several
+//! clusters): each carries its own SNI and expected trust domain, so failover by priority can
+//! cross clusters. A remote gateway that refuses the connection or fails the handshake is ejected
+//! and the next one tried; nothing of the client's has been sent by then, so failover never
+//! duplicates bytes. A [`Pool`] (gateways, probes, resolvers, TLS clients) is immutable; a
+//! changed listener gets a new pool. Certificates and bundles reload underneath pools (the TLS
+//! handles are shared).
 
+mod conn;
 mod gateways;
+mod listeners;
 mod probe;
 mod resolve;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
+use hickory_resolver::TokioResolver;
 use rustls_pki_types::ServerName;
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
-use tracing::Instrument;
 
-use self::gateways::{Gateway, Gateways};
+use self::gateways::{Gateway, Gateways, Target};
+pub(crate) use self::listeners::Listeners;
+pub use self::listeners::{BindFailure, Handle, Report};
 use crate::config::{self, EgressMode};
-use crate::drain;
-use crate::metrics::{EgressLabel, EgressOutcome, GatewayReason, Metrics};
-use crate::proxy::splice::{self, Tally};
-use crate::proxy::{Outcome, conn};
-use crate::tls::{self, FailureReason};
+use crate::metrics::{EgressLabel, Metrics};
+use crate::tls;
 
-/// Why egress could not start.
+/// Why an egress pool could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// An mTLS egress listener exists but the gateway has no TLS material.
-    #[error("egress {0}: mtls needs the tls section")]
+    #[error("egress {0}: mtls needs the gateway's certificate (the tls section)")]
     NoIdentity(String),
     /// The client configuration could not be built.
     #[error("egress {egress}: {source}")]
@@ -58,13 +60,14 @@ pub enum Error {
     },
 }
 
-/// One egress listener's runtime: its config, remote gateways and TLS client.
+/// One egress listener's runtime: its config, remote gateways (each with its TLS client, for
+/// mTLS) and their background probes and resolvers, which stop when the pool is dropped.
 pub struct Pool {
     config: config::Egress,
     gateways: Gateways,
-    tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
     label: EgressLabel,
     metrics: Arc<Metrics>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -76,107 +79,116 @@ impl std::fmt::Debug for Pool {
     }
 }
 
-/// The background tasks (probes, resolvers) of every pool; aborted on shutdown.
-pub type Tasks = Vec<JoinHandle<()>>;
-
-/// Builds the pools, resolves host names once, and starts probes and re-resolution.
-pub async fn build(
-    config: &config::Config,
-    material: Option<&tls::Material>,
-    metrics: &Arc<Metrics>,
-) -> Result<(Vec<Arc<Pool>>, Tasks), Error> {
-    let mut pools = Vec::with_capacity(config.egress.len());
-    let mut tasks = Vec::new();
-    let needs_dns = config.egress.iter().any(|e| {
+/// Whether any gateway of `egress` is a host name (and so needs a DNS resolver).
+pub(crate) fn needs_dns<'a>(egress: impl IntoIterator<Item = &'a config::Egress>) -> bool {
+    egress.into_iter().any(|e| {
         e.gateways.iter().any(|g| {
             let host = g.address.rsplit_once(':').map_or("", |(h, _)| h);
             host.trim_matches(['[', ']'])
                 .parse::<std::net::IpAddr>()
                 .is_err()
         })
-    });
-    let resolver = match needs_dns.then(resolve::resolver).transpose() {
-        Ok(resolver) => resolver,
-        Err(error) => {
-            tracing::error!(%error, "host-name gateways stay unresolved");
-            None
-        }
-    };
-    for e in &config.egress {
+    })
+}
+
+/// The system resolver, or `None` (logged) when it cannot be set up: host-name gateways then
+/// stay unresolved while IP gateways keep working.
+pub(crate) fn resolver() -> Option<TokioResolver> {
+    resolve::resolver()
+        .inspect_err(|error| tracing::error!(%error, "host-name gateways stay unresolved"))
+        .ok()
+}
+
+impl Pool {
+    /// Builds one listener's pool: a TLS client per expected trust domain, host names resolved
+    /// once now, then probes and re-resolution in the background.
+    pub(crate) async fn build(
+        e: &config::Egress,
+        upstream: &config::Upstream,
+        material: Option<&tls::Material>,
+        metrics: &Arc<Metrics>,
+        resolver: Option<&TokioResolver>,
+    ) -> Result<Self, Error> {
         let name = e.name.to_string();
-        let tls = match &e.mode {
-            EgressMode::Passthrough => None,
-            EgressMode::Mtls { sni, trust_domain } => {
-                let material = material.ok_or_else(|| Error::NoIdentity(name.clone()))?;
-                let client = material
-                    .client_config(trust_domain)
-                    .map_err(|source| Error::Tls {
+        let mut connectors: HashMap<&str, tokio_rustls::TlsConnector> = HashMap::new();
+        let mut list = Vec::with_capacity(e.gateways.len());
+        for g in &e.gateways {
+            let target = match (e.mode, &g.mtls) {
+                (EgressMode::Mtls, Some(mtls)) => {
+                    let connector = match connectors.get(mtls.trust_domain.as_str()) {
+                        Some(connector) => connector.clone(),
+                        None => {
+                            let material =
+                                material.ok_or_else(|| Error::NoIdentity(name.clone()))?;
+                            let client =
+                                material
+                                    .client_config(&mtls.trust_domain)
+                                    .map_err(|source| Error::Tls {
+                                        egress: name.clone(),
+                                        source,
+                                    })?;
+                            let connector = tokio_rustls::TlsConnector::from(client);
+                            connectors.insert(&mtls.trust_domain, connector.clone());
+                            connector
+                        }
+                    };
+                    let sni = ServerName::try_from(mtls.sni.clone()).map_err(|_| Error::Sni {
                         egress: name.clone(),
-                        source,
+                        sni: mtls.sni.clone(),
                     })?;
-                let sni = ServerName::try_from(sni.clone()).map_err(|_| Error::Sni {
-                    egress: name.clone(),
-                    sni: sni.clone(),
-                })?;
-                Some((tokio_rustls::TlsConnector::from(client), sni))
-            }
-        };
-        let list: Vec<Arc<Gateway>> = e
-            .gateways
-            .iter()
-            .map(|g| Arc::new(Gateway::new(&name, g, metrics)))
-            .collect();
+                    Some(Target { connector, sni })
+                }
+                // Validation gives every gateway of an mTLS listener a target.
+                (EgressMode::Mtls, None) => return Err(Error::NoIdentity(name.clone())),
+                (EgressMode::Passthrough, _) => None,
+            };
+            list.push(Arc::new(Gateway::new(&name, g, metrics).with_tls(target)));
+        }
+        let mut tasks = Vec::new();
         for gateway in &list {
-            tasks.extend(resolve::start(gateway, resolver.as_ref(), metrics).await);
+            tasks.extend(resolve::start(gateway, resolver, metrics).await);
             tasks.push(tokio::spawn(probe::run(
                 gateway.clone(),
                 e.probe.clone(),
                 metrics.clone(),
             )));
         }
-        pools.push(Arc::new(Pool {
+        Ok(Self {
             config: e.clone(),
-            gateways: Gateways::new(list, &config.upstream),
-            tls,
+            gateways: Gateways::new(list, upstream),
             label: EgressLabel { egress: name },
             metrics: metrics.clone(),
-        }));
+            tasks: Mutex::new(tasks),
+        })
     }
-    Ok((pools, tasks))
-}
 
-/// Accepts on one egress listener until the drain starts.
-pub(crate) async fn serve(
-    listener: TcpListener,
-    pool: Arc<Pool>,
-    shared: Arc<crate::proxy::Shared>,
-    mut drain: drain::Watch,
-) {
-    loop {
-        let accepted = tokio::select! {
-            () = drain.stopped() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                tracing::warn!(%error, "egress accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let span = tracing::info_span!("egress", egress = %pool.label.egress, peer = %peer);
-        tokio::spawn(
-            handle(stream, peer, pool.clone(), shared.clone(), drain.clone()).instrument(span),
-        );
-    }
-}
-
-impl Pool {
     /// The listener's configured address.
     pub fn listen(&self) -> SocketAddr {
         self.config.listen
+    }
+
+    /// Stops probes and re-resolution now (connections still using the pool keep working)
+    /// and drops the gauge series of gateways `successor` does not have.
+    pub(crate) fn retire(&self, successor: Option<&Pool>) {
+        for task in self
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+        {
+            task.abort();
+        }
+        for gateway in &self.gateways.list {
+            let kept = successor.is_some_and(|s| {
+                s.gateways
+                    .list
+                    .iter()
+                    .any(|other| other.label == gateway.label)
+            });
+            if !kept {
+                self.metrics.forget_gateway(&gateway.label);
+            }
+        }
     }
 
     /// Runtime state for `/config_dump`: per gateway health, RTT and name resolution.
@@ -192,6 +204,8 @@ impl Pool {
                     "address": g.config.address,
                     "priority": g.config.priority,
                     "weight": g.config.weight,
+                    "cluster": g.config.cluster.as_ref().map(|c| c.as_str()),
+                    "sni": g.config.mtls.as_ref().map(|m| &m.sni),
                     "healthy": g.is_alive(),
                     "rtt_p50_ms": rtt.map(|r| r.0.as_secs_f64() * 1e3),
                     "rtt_p99_ms": rtt.map(|r| r.1.as_secs_f64() * 1e3),
@@ -207,252 +221,15 @@ impl Pool {
     }
 }
 
-/// One egress connection; counts and logs itself when dropped.
-struct Record {
-    metrics: Arc<Metrics>,
-    label: EgressLabel,
-    start: Instant,
-    src: SocketAddr,
-    src_cluster: String,
-    dst_cluster: String,
-    gateway: Option<String>,
-    dst: Option<SocketAddr>,
-    peer_id: Option<String>,
-    sni: Option<String>,
-    tls_error: Option<String>,
-    outcome: Outcome,
-    received: AtomicU64,
-    sent: AtomicU64,
-}
-
-async fn handle(
-    mut client: TcpStream,
-    src: SocketAddr,
-    pool: Arc<Pool>,
-    shared: Arc<crate::proxy::Shared>,
-    mut drain: drain::Watch,
-) {
-    let snapshot = shared.load();
-    let config = &snapshot.config;
-    let metrics = shared.metrics.clone();
-    metrics.egress_opened.get_or_create(&pool.label).inc();
-    let mut record = Record {
-        metrics: metrics.clone(),
-        label: pool.label.clone(),
-        start: Instant::now(),
-        src,
-        src_cluster: config.cluster.to_string(),
-        dst_cluster: pool
-            .config
-            .cluster
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default(),
-        gateway: None,
-        dst: None,
-        peer_id: None,
-        sni: None,
-        tls_error: None,
-        outcome: Outcome::Reset,
-        received: AtomicU64::new(0),
-        sent: AtomicU64::new(0),
-    };
-    let connected = match &pool.tls {
-        Some((connector, sni)) => {
-            record.sni = Some(sni.to_str().into_owned());
-            pool.connect_mtls(connector, sni, config, &mut record)
-                .await
-                .map(|tls| Upstream::Tls(Box::new(tls)))
-        }
-        None => match conn::detect(&mut client, &config.ingress).await {
-            Err(outcome) => Err(outcome),
-            Ok((hello, parsed)) => {
-                record.sni = parsed.server_name;
-                pool.connect_tcp(config, &mut record)
-                    .await
-                    .map(|tcp| Upstream::Plain(tcp, hello))
-            }
-        },
-    };
-    let upstream = match connected {
-        Ok(upstream) => upstream,
-        Err(outcome) => {
-            record.outcome = outcome;
-            return;
-        }
-    };
-    let received = metrics
-        .egress_received_bytes
-        .get_or_create_owned(&pool.label);
-    let sent = metrics.egress_sent_bytes.get_or_create_owned(&pool.label);
-    let up = Tally {
-        total: &record.received,
-        counter: &received,
-    };
-    let down = Tally {
-        total: &record.sent,
-        counter: &sent,
-    };
-    let limits = splice::Limits {
-        buffer_bytes: config.upstream.buffer_bytes,
-        idle_timeout: config.upstream.idle_timeout,
-    };
-    record.outcome = match upstream {
-        Upstream::Tls(tls) => {
-            let (client, remote) = (client.split(), tokio::io::split(*tls));
-            splice::pump(client, remote, up, down, limits, &mut drain).await
-        }
-        Upstream::Plain(mut tcp, hello) => {
-            if tcp.write_all(&hello).await.is_err() {
-                Outcome::Reset
-            } else {
-                let n = u64::try_from(hello.len()).unwrap_or(u64::MAX);
-                up.total.fetch_add(n, Ordering::Relaxed);
-                up.counter.inc_by(n);
-                splice::pump(client.split(), tcp.split(), up, down, limits, &mut drain).await
-            }
-        }
-    };
-}
-
-/// The connection toward the remote gateway.
-enum Upstream {
-    /// mTLS egress.
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-    /// Passthrough egress, with the client's buffered ClientHello still to send.
-    Plain(TcpStream, Vec<u8>),
-}
-
-impl Pool {
-    /// Connects to the best remote gateway, failing over on connect errors.
-    async fn connect_tcp(
-        &self,
-        config: &config::Config,
-        record: &mut Record,
-    ) -> Result<TcpStream, Outcome> {
-        let mut tried = Vec::new();
-        while let Some(index) = self.gateways.pick(&tried, Instant::now()) {
-            tried.push(index);
-            if let Some(tcp) = self.try_gateway(index, config, record).await {
-                self.gateways.report_success(index);
-                return Ok(tcp);
-            }
-        }
-        Err(Outcome::UpstreamConnect)
-    }
-
-    /// [`Self::connect_tcp`] plus the mTLS handshake; a failed handshake also fails over.
-    async fn connect_mtls(
-        &self,
-        connector: &tokio_rustls::TlsConnector,
-        sni: &ServerName<'static>,
-        config: &config::Config,
-        record: &mut Record,
-    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Outcome> {
-        let mut tried = Vec::new();
-        let mut outcome = Outcome::UpstreamConnect;
-        while let Some(index) = self.gateways.pick(&tried, Instant::now()) {
-            tried.push(index);
-            let Some(tcp) = self.try_gateway(index, config, record).await else {
-                continue;
-            };
-            let handshake = connector.connect(sni.clone(), tcp);
-            let (reason, text) =
-                match tokio::time::timeout(config.upstream.connect_timeout, handshake).await {
-                    Ok(Ok(tls)) => {
-                        self.gateways.report_success(index);
-                        let certs = tls.get_ref().1.peer_certificates().unwrap_or(&[]);
-                        let peer = tls::Peer::from_certs(certs);
-                        record.peer_id = peer.spiffe_id;
-                        if let Some(cluster) = peer.cluster {
-                            record.dst_cluster = cluster;
-                        }
-                        return Ok(tls);
-                    }
-                    Ok(Err(error)) => (
-                        FailureReason::of(&error).as_str(),
-                        trust_bundle::tls::explain_io(&error),
-                    ),
-                    Err(_elapsed) => ("timeout", "handshake timed out".to_owned()),
-                };
-            self.failed(index, reason);
-            tracing::debug!(gateway = %self.gateways.list[index].config.address, reason, error = %text, "remote gateway handshake failed");
-            record.tls_error = Some(text);
-            outcome = Outcome::TlsRefused;
-        }
-        Err(outcome)
-    }
-
-    /// One gateway: each of its addresses until one accepts.
-    async fn try_gateway(
-        &self,
-        index: usize,
-        config: &config::Config,
-        record: &mut Record,
-    ) -> Option<TcpStream> {
-        let gateway = self.gateways.list.get(index)?;
-        record.gateway = Some(gateway.config.address.clone());
-        for address in gateway.addresses() {
-            let connect = TcpStream::connect(address);
-            match tokio::time::timeout(config.upstream.connect_timeout, connect).await {
-                Ok(Ok(tcp)) => {
-                    let _ = tcp.set_nodelay(true);
-                    record.dst = Some(address);
-                    return Some(tcp);
-                }
-                Ok(Err(error)) => {
-                    tracing::debug!(%address, %error, "remote gateway connect failed");
-                }
-                Err(_elapsed) => tracing::debug!(%address, "remote gateway connect timed out"),
-            }
-        }
-        self.failed(index, "connect");
-        None
-    }
-
-    fn failed(&self, index: usize, reason: &'static str) {
-        let Some(gateway) = self.gateways.list.get(index) else {
-            return;
-        };
-        let metrics = &self.metrics;
-        metrics
-            .egress_failures
-            .get_or_create(&GatewayReason {
-                egress: gateway.label.egress.clone(),
-                gateway: gateway.label.gateway.clone(),
-                reason,
-            })
-            .inc();
-        self.gateways.report_failure(index, Instant::now(), metrics);
-    }
-}
-
-impl Drop for Record {
+impl Drop for Pool {
     fn drop(&mut self) {
-        self.metrics
-            .egress_closed
-            .get_or_create(&EgressOutcome {
-                egress: self.label.egress.clone(),
-                outcome: self.outcome,
-            })
-            .inc();
-        let dst = self.dst.map(|d| d.to_string()).unwrap_or_default();
-        tracing::info!(
-            target: "access",
-            egress = %self.label.egress,
-            src = %self.src,
-            gateway = self.gateway.as_deref().unwrap_or(""),
-            dst = dst.as_str(),
-            sni = self.sni.as_deref().unwrap_or(""),
-            peer_spiffe_id = self.peer_id.as_deref().unwrap_or(""),
-            src_cluster = self.src_cluster.as_str(),
-            dst_cluster = self.dst_cluster.as_str(),
-            tls_error = self.tls_error.as_deref().unwrap_or(""),
-            outcome = self.outcome.as_str(),
-            bytes_received = self.received.load(Ordering::Relaxed),
-            bytes_sent = self.sent.load(Ordering::Relaxed),
-            duration_ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX),
-            "egress connection closed",
-        );
+        for task in self
+            .tasks
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+        {
+            task.abort();
+        }
     }
 }

@@ -19,4 +19,5 @@ pub mod telemetry;
 pub mod tls;
 
 mod admin;
+mod apply;
 mod reload;

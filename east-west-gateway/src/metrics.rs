@@ -53,7 +53,7 @@ pub struct Metrics {
     pub config_generation: Gauge,
     /// Ingress mTLS handshakes that failed, by reason.
     pub tls_handshake_failures: Family<TlsFailureLabel, Counter>,
-    /// TLS material reload attempts, by result.
+    /// TLS material loads (startup and reloads), by result.
     pub tls_reloads: Family<ResultLabel, Counter>,
     /// Egress: connections accepted per listener.
     pub egress_opened: Family<EgressLabel, Counter>,
@@ -63,6 +63,8 @@ pub struct Metrics {
     pub egress_received_bytes: Family<EgressLabel, Counter>,
     /// Egress: bytes from remote gateways to local clients.
     pub egress_sent_bytes: Family<EgressLabel, Counter>,
+    /// Egress listeners that could not be bound on reload.
+    pub egress_bind_failures: Family<EgressLabel, Counter>,
     /// Egress: outbound connect or handshake failures per remote gateway and reason.
     pub egress_failures: Family<GatewayReason, Counter>,
     /// 1 while a remote gateway is considered alive, else 0.
@@ -207,6 +209,7 @@ impl Metrics {
             egress_received_bytes: Family::default(),
             egress_sent_bytes: Family::default(),
             egress_failures: Family::default(),
+            egress_bind_failures: Family::default(),
             gateway_healthy: Family::default(),
             gateway_rtt: Family::default(),
             gateway_probe_failures: Family::default(),
@@ -298,7 +301,7 @@ impl Metrics {
         );
         g.register(
             "tls_reloads",
-            "Certificate and bundle reload attempts by result",
+            "Certificate and bundle loads (startup and reloads) by result",
             self.tls_reloads.clone(),
         );
         g.register(
@@ -327,6 +330,11 @@ impl Metrics {
             "egress_upstream_failures",
             "Outbound connect or handshake failures per remote gateway",
             self.egress_failures.clone(),
+        );
+        g.register(
+            "egress_bind_failures",
+            "Egress listeners that could not be bound (the rest of the config applied)",
+            self.egress_bind_failures.clone(),
         );
         g.register(
             "remote_gateway_healthy",
@@ -372,6 +380,20 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// Drops the gauge series of a remote gateway that is no longer configured (counters stay).
+    pub fn forget_gateway(&self, label: &GatewayLabel) {
+        self.gateway_healthy.remove(label);
+        self.gateway_addresses.remove(label);
+        self.gateway_dns_stale.remove(label);
+        for quantile in ["0.5", "0.99"] {
+            self.gateway_rtt.remove(&GatewayQuantile {
+                egress: label.egress.clone(),
+                gateway: label.gateway.clone(),
+                quantile,
+            });
+        }
     }
 
     /// The `{route}` label value for a route name, or [`UNMATCHED`].

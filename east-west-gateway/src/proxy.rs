@@ -29,7 +29,7 @@ use crate::names::Label;
 use crate::route::{self, RouteTable};
 use crate::tls;
 
-pub(crate) use self::listener::serve;
+pub(crate) use self::listener::{ACCEPT_ERROR_BACKOFF, bind, serve};
 
 /// Why the routing state could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -146,8 +146,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// The gateway's identity and trust store, once a config has had a `tls` section.
     tls: std::sync::Mutex<Option<tls::Material>>,
-    /// Egress listeners' remote gateway pools (fixed at startup).
-    pub(crate) egress: Vec<Arc<egress::Pool>>,
+    /// The egress listeners in force, in config order (published after each reconcile).
+    egress: ArcSwap<Vec<Arc<egress::Handle>>>,
     active: AtomicUsize,
     ready: AtomicBool,
 }
@@ -206,21 +206,16 @@ impl Snapshot {
 // === impl Shared ===
 
 impl Shared {
-    /// Wraps the first snapshot.
-    pub fn new(
-        snapshot: Snapshot,
-        metrics: Arc<Metrics>,
-        tls: Option<tls::Material>,
-        egress: Vec<Arc<egress::Pool>>,
-    ) -> Self {
+    /// Wraps the first snapshot; TLS material and egress listeners come with the first apply.
+    pub fn new(snapshot: Snapshot, metrics: Arc<Metrics>) -> Self {
         metrics
             .config_generation
             .set(snapshot_generation(&snapshot));
         Self {
             snapshot: ArcSwap::from_pointee(snapshot),
             metrics,
-            tls: std::sync::Mutex::new(tls),
-            egress,
+            tls: std::sync::Mutex::new(None),
+            egress: ArcSwap::from_pointee(Vec::new()),
             active: AtomicUsize::new(0),
             ready: AtomicBool::new(true),
         }
@@ -247,24 +242,22 @@ impl Shared {
             .clone()
     }
 
-    /// Loads the files of `config` into the material in force (creating it the first time);
-    /// on error nothing changes.
-    pub fn reload_tls(&self, config: &config::Tls) -> Result<tls::Material, tls::Error> {
-        let mut slot = self
+    /// Makes `material` the material in force (the first time a config brings TLS).
+    pub(crate) fn set_tls(&self, material: tls::Material) {
+        *self
             .tls
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match slot.as_ref() {
-            Some(material) => {
-                material.reload(config)?;
-                Ok(material.clone())
-            }
-            None => {
-                let material = tls::Material::load(config)?;
-                *slot = Some(material.clone());
-                Ok(material)
-            }
-        }
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(material);
+    }
+
+    /// The egress listeners in force.
+    pub(crate) fn egress(&self) -> Arc<Vec<Arc<egress::Handle>>> {
+        self.egress.load_full()
+    }
+
+    /// Publishes the egress listeners in force.
+    pub(crate) fn set_egress(&self, handles: Vec<Arc<egress::Handle>>) {
+        self.egress.store(Arc::new(handles));
     }
 
     /// Whether the gateway accepts new connections (false once draining).

@@ -1,22 +1,23 @@
 //! Hot reload: on SIGHUP, or when polling sees the content of the config file or of the TLS
-//! files it names (certificate chain, key, trust bundle) change, parse and validate everything,
-//! install the new certificate and bundle into the shared TLS handles, and swap the routing
-//! snapshot. New connections use the new routes and trust; open connections keep what they
-//! started with. An invalid file (config, certificate, key or bundle) is logged, counted and
-//! reported on stdout, and everything in force stays.
+//! files it names (certificate chain, key, trust bundle) change, parse and validate everything
+//! and hand it to [`Applier`]: new certificate and bundle into the shared TLS handles, a new
+//! routing snapshot, egress listeners reconciled. New connections use the new routes, trust and
+//! egress settings; open connections keep what they started with. An invalid file (config,
+//! certificate, key or bundle) is logged, counted and reported on stdout, and everything in
+//! force stays.
 //!
-//! Listener addresses and egress listeners are set up once at startup; a reload that changes
-//! them applies everything else and warns that they need a restart.
+//! The ingress and admin addresses are bound once at startup; a reload that changes them
+//! applies everything else and warns that they need a restart.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use tokio::signal::unix::Signal;
 
+use crate::apply::{self, Applied, Applier};
 use crate::config;
 use crate::metrics::ResultLabel;
-use crate::proxy::{self, Shared, Snapshot};
+use crate::proxy::Shared;
 use crate::{telemetry, tls};
 
 /// Why a reload was rejected.
@@ -25,12 +26,9 @@ pub(crate) enum Error {
     /// The file could not be read or is not a valid config.
     #[error(transparent)]
     Config(#[from] config::Error),
-    /// The routing state could not be built.
+    /// The config is valid but its material or runtime state is not.
     #[error(transparent)]
-    Routes(#[from] proxy::Error),
-    /// A certificate, key or bundle file is unusable.
-    #[error(transparent)]
-    Tls(#[from] tls::Error),
+    Apply(#[from] apply::Error),
 }
 
 /// What started a reload attempt.
@@ -56,9 +54,10 @@ pub(crate) type Hash = sha2::digest::Output<Sha256>;
 pub(crate) async fn run(
     path: PathBuf,
     baseline: Option<Hash>,
-    shared: Arc<Shared>,
+    mut applier: Applier,
     mut hangup: Signal,
 ) {
+    let shared = applier.shared().clone();
     let mut last_hash = baseline;
     loop {
         let interval = shared.load().config.watch_interval;
@@ -86,17 +85,24 @@ pub(crate) async fn run(
             continue;
         }
         last_hash = Some(hash);
-        match apply(&shared, &String::from_utf8_lossy(&text)) {
-            Ok(generation) => {
+        match apply(&mut applier, &String::from_utf8_lossy(&text)).await {
+            Ok(applied) => {
                 shared
                     .metrics
                     .reloads
                     .get_or_create(&ResultLabel { result: "applied" })
                     .inc();
-                tracing::info!(generation, ?trigger, "config reloaded");
-                telemetry::event(&serde_json::json!({
-                    "event": "reload", "result": "applied", "generation": generation,
-                }));
+                tracing::info!(
+                    generation = applied.generation,
+                    ?trigger,
+                    egress_errors = applied.egress.failed.len(),
+                    "config reloaded"
+                );
+                let mut event = serde_json::Map::new();
+                event.insert("event".into(), "reload".into());
+                event.insert("result".into(), "applied".into());
+                event.extend(applied.event_fields());
+                telemetry::event(&event.into());
             }
             Err(error) => reject(&shared, &error),
         }
@@ -115,35 +121,15 @@ fn fingerprint(text: &[u8], tls: Option<&config::Tls>) -> Hash {
     hasher.finalize()
 }
 
-fn apply(shared: &Shared, text: &str) -> Result<u64, Error> {
+async fn apply(applier: &mut Applier, text: &str) -> Result<Applied, Error> {
     let config = config::parse(text)?;
-    let current = shared.load();
+    let current = applier.shared().load();
     if config.ingress.listen != current.config.ingress.listen
         || config.admin.listen != current.config.admin.listen
     {
-        tracing::warn!("listener addresses changed; they apply after a restart");
+        tracing::warn!("ingress or admin address changed; it applies after a restart");
     }
-    if config.egress != current.config.egress {
-        tracing::warn!("egress listeners changed; they apply after a restart");
-    }
-    let material = match &config.tls {
-        Some(files) => {
-            let result = shared.reload_tls(files);
-            let label = ResultLabel {
-                result: if result.is_ok() {
-                    "applied"
-                } else {
-                    "rejected"
-                },
-            };
-            shared.metrics.tls_reloads.get_or_create(&label).inc();
-            Some(result?)
-        }
-        None => shared.tls(),
-    };
-    let generation = current.generation + 1;
-    shared.store(Snapshot::new(config, generation, material.as_ref())?);
-    Ok(generation)
+    Ok(applier.apply(config).await?)
 }
 
 fn reject(shared: &Shared, error: &Error) {

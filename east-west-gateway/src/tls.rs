@@ -158,10 +158,26 @@ impl Peer {
     }
 }
 
+/// TLS material read and checked (key matches chain, bundle parses) but not yet in force.
+pub struct Staged(Loaded);
+
+impl std::fmt::Debug for Staged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Staged")
+            .field("spiffe_id", &self.0.own_id)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Material {
-    /// Reads and checks the files named in `tls`.
-    pub fn load(tls: &config::Tls) -> Result<Self, Error> {
-        let loaded = Loaded::read(tls)?;
+    /// Reads and checks the files named in `tls`; nothing is installed yet.
+    pub fn stage(tls: &config::Tls) -> Result<Staged, Error> {
+        Loaded::read(tls).map(Staged)
+    }
+
+    /// New handles holding `staged`.
+    pub fn new(staged: Staged) -> Result<Self, Error> {
+        let Staged(loaded) = staged;
         let identity = IdentityHandle::new(loaded.chain, loaded.key)?;
         Ok(Self {
             identity,
@@ -170,9 +186,11 @@ impl Material {
         })
     }
 
-    /// Re-reads the files and installs them; on any error the material in force stays whole.
-    pub fn reload(&self, tls: &config::Tls) -> Result<(), Error> {
-        let loaded = Loaded::read(tls)?;
+    /// Puts `staged` in force: every configuration built from these handles uses it from its
+    /// next handshake. Staging already proved the key matches, so this fails only if rustls
+    /// changed its mind, and then nothing is replaced.
+    pub fn install(&self, staged: Staged) -> Result<(), Error> {
+        let Staged(loaded) = staged;
         self.identity.replace(loaded.chain, loaded.key)?;
         self.trust.store(loaded.store);
         self.own_id.store(Arc::new(loaded.own_id));

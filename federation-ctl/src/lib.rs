@@ -4,6 +4,10 @@
 //!   link carries, and leased imports merged across clusters.
 
 pub mod api;
+pub mod config;
 pub mod gateway_config;
+pub mod identity;
 pub mod model;
+pub mod state;
+pub mod token;
 pub mod transport;

@@ -46,9 +46,9 @@ pub fn dump(config: &Config) -> Value {
 }
 
 fn egress(e: &Egress) -> Value {
-    let (mode, sni, trust_domain) = match &e.mode {
-        EgressMode::Mtls { sni, trust_domain } => ("mtls", Some(sni), Some(trust_domain)),
-        EgressMode::Passthrough => ("passthrough", None, None),
+    let mode = match e.mode {
+        EgressMode::Mtls => "mtls",
+        EgressMode::Passthrough => "passthrough",
     };
     json!({
         "name": e.name.as_str(),
@@ -56,15 +56,19 @@ fn egress(e: &Egress) -> Value {
         "mode": mode,
         "service": e.service.to_string(),
         "cluster": e.cluster.as_ref().map(|c| c.as_str()),
-        "sni": sni,
-        "trust_domain": trust_domain,
         "probe": {
             "interval": human(e.probe.interval),
             "timeout": human(e.probe.timeout),
             "unhealthy_after": e.probe.unhealthy_after,
         },
+        // Effective per-gateway values: the listener's defaults already applied.
         "gateways": e.gateways.iter().map(|g| json!({
-            "address": g.address, "priority": g.priority, "weight": g.weight,
+            "address": g.address,
+            "priority": g.priority,
+            "weight": g.weight,
+            "cluster": g.cluster.as_ref().map(|c| c.as_str()),
+            "sni": g.mtls.as_ref().map(|m| &m.sni),
+            "trust_domain": g.mtls.as_ref().map(|m| &m.trust_domain),
         })).collect::<Vec<_>>(),
     })
 }

@@ -127,6 +127,12 @@ pub(crate) struct RawGateway {
     pub(crate) address: Option<String>,
     pub(crate) priority: Option<u32>,
     pub(crate) weight: Option<u32>,
+    /// Overrides the listener's `cluster` for this gateway.
+    pub(crate) cluster: Option<String>,
+    /// Overrides the listener's `sni` (and the name derived from `cluster`) for this gateway.
+    pub(crate) sni: Option<String>,
+    /// Overrides the listener's `trust_domain` for this gateway.
+    pub(crate) trust_domain: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -183,11 +183,17 @@ fn terminate_and_egress_are_validated_in_full() {
         panic!("terminate mode expected");
     };
     assert_eq!(auth.clusters[0].as_str(), "gcp");
-    let EgressMode::Mtls { sni, trust_domain } = &c.egress[0].mode else {
-        panic!("mtls egress expected");
-    };
-    assert_eq!(sni, "9080.ratings.default.gcp.v1.isthmus.internal");
-    assert_eq!(trust_domain, "gcp.example");
+    assert_eq!(c.egress[0].mode, EgressMode::Mtls);
+    for g in &c.egress[0].gateways {
+        assert_eq!(
+            g.mtls,
+            Some(MtlsTarget {
+                sni: "9080.ratings.default.gcp.v1.isthmus.internal".to_owned(),
+                trust_domain: "gcp.example".to_owned(),
+            })
+        );
+        assert_eq!(g.cluster.as_ref().map(Label::as_str), Some("gcp"));
+    }
     assert_eq!(c.egress[0].probe.unhealthy_after, DEFAULT_UNHEALTHY_AFTER);
     assert_eq!(c.egress[0].gateways[1].weight, 3);
 
@@ -201,7 +207,10 @@ fn terminate_and_egress_are_validated_in_full() {
     );
     assert_error(
         &TERMINATE.replace("    cluster: gcp\n", ""),
-        &["egress[0].cluster", "neither cluster nor sni"],
+        &[
+            "egress[0].gateways[0]: no SNI: neither this gateway nor egress[0] sets `cluster` or `sni`",
+            "set `cluster:` on the listener or on the gateway",
+        ],
     );
 }
 
@@ -253,5 +262,132 @@ fn dump_redacts_the_private_key() {
     assert_eq!(
         minimal["routes"][0]["patterns"][0],
         "service reviews.default:9080"
+    );
+}
+
+/// An import merged from two clusters: one listener, gateways of clusters `b` and `c`.
+const MERGED: &str = "
+cluster: a
+tls: { cert_chain: gw.pem, private_key: gw.key, trust_bundle: bundle.json }
+egress:
+  - name: reviews
+    listen: 127.0.0.1:15001
+    service: { name: reviews, namespace: default, port: 9080 }
+    trust_domain: mesh.example
+    gateways:
+      - { address: '10.0.0.1:15443', priority: 0, cluster: b }
+      - { address: '10.0.0.2:15443', priority: 1, cluster: c, trust_domain: c.example }
+      - { address: '10.0.0.3:15443', priority: 2, cluster: c, sni: reviews.c.example }
+";
+
+#[test]
+fn gateways_override_the_listeners_cluster_sni_and_trust_domain() {
+    let c = parse(MERGED).expect("valid");
+    let targets: Vec<(Option<&str>, &str, &str)> = c.egress[0]
+        .gateways
+        .iter()
+        .map(|g| {
+            let m = g.mtls.as_ref().expect("mtls target");
+            (
+                g.cluster.as_ref().map(Label::as_str),
+                m.sni.as_str(),
+                m.trust_domain.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        targets,
+        [
+            (
+                Some("b"),
+                "9080.reviews.default.b.v1.isthmus.internal",
+                "mesh.example"
+            ),
+            (
+                Some("c"),
+                "9080.reviews.default.c.v1.isthmus.internal",
+                "c.example"
+            ),
+            (Some("c"), "reviews.c.example", "mesh.example"),
+        ]
+    );
+    // A listener-level cluster and sni are defaults; a gateway's own cluster beats the sni.
+    let defaults = MERGED.replace(
+        "    trust_domain: mesh.example\n",
+        "    trust_domain: mesh.example\n    cluster: z\n    sni: all.example\n",
+    );
+    let c = parse(&defaults).expect("valid");
+    let sni = |j: usize| {
+        c.egress[0].gateways[j]
+            .mtls
+            .as_ref()
+            .expect("mtls")
+            .sni
+            .clone()
+    };
+    assert_eq!(sni(0), "9080.reviews.default.b.v1.isthmus.internal");
+    assert_eq!(sni(2), "reviews.c.example");
+    let inherit = defaults.replace(", cluster: b }", " }");
+    let c = parse(&inherit).expect("valid");
+    let first = &c.egress[0].gateways[0];
+    assert_eq!(first.mtls.as_ref().expect("mtls").sni, "all.example");
+    assert_eq!(first.cluster.as_ref().map(Label::as_str), Some("z"));
+    let dumped = dump(&c);
+    assert_eq!(
+        dumped["egress"][0]["gateways"][1]["trust_domain"],
+        "c.example"
+    );
+    assert_eq!(dumped["egress"][0]["gateways"][0]["sni"], "all.example");
+}
+
+#[test]
+fn every_gateway_needs_an_sni_and_a_trust_domain() {
+    assert_error(
+        &MERGED.replace(", priority: 0, cluster: b }", ", priority: 0 }"),
+        &[
+            "egress[0].gateways[0]: no SNI: neither this gateway nor egress[0] sets `cluster` or `sni`",
+        ],
+    );
+    assert_error(
+        &MERGED.replace("    trust_domain: mesh.example\n", ""),
+        &[
+            "egress[0].gateways[0].trust_domain: missing, and egress[0].trust_domain is not set either",
+            "on the gateway or once for the whole listener",
+        ],
+    );
+    assert_error(
+        &MERGED.replace("cluster: c, trust_domain: c.example", "cluster: C"),
+        &["egress[0].gateways[1].cluster: invalid label"],
+    );
+    assert_error(
+        &MERGED.replace("sni: reviews.c.example", "sni: 'not a name'"),
+        &["egress[0].gateways[2].sni"],
+    );
+    assert_error(
+        &MERGED.replace(
+            "trust_domain: c.example",
+            "trust_domain: 'spiffe://c.example'",
+        ),
+        &[
+            "egress[0].gateways[1].trust_domain",
+            "is not a trust domain",
+        ],
+    );
+    let passthrough = MERGED
+        .replace(
+            "    trust_domain: mesh.example\n",
+            "    mode: passthrough\n",
+        )
+        .replace(", trust_domain: c.example", "")
+        .replace(", sni: reviews.c.example", "");
+    let c = parse(&passthrough).expect("passthrough gateways may name their cluster");
+    assert_eq!(c.egress[0].gateways[0].mtls, None);
+    assert_eq!(
+        c.egress[0].gateways[1].cluster.as_ref().map(Label::as_str),
+        Some("c")
+    );
+    assert_error(
+        &passthrough.replace("cluster: c }", "cluster: c, sni: x.example }"),
+        &["egress[0].gateways[1]: sni and trust_domain apply to mtls egress only"],
     );
 }

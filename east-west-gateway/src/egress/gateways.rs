@@ -23,10 +23,28 @@ use crate::proxy::random::Rng;
 /// Probe RTT samples kept per gateway for the quantiles.
 const RTT_WINDOW: usize = 128;
 
+/// What an mTLS connection through one gateway uses: a client verifying the gateway's expected
+/// trust domain, and the SNI naming the service in that gateway's cluster.
+#[derive(Clone)]
+pub(crate) struct Target {
+    pub(crate) connector: tokio_rustls::TlsConnector,
+    pub(crate) sni: rustls_pki_types::ServerName<'static>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("sni", &self.sni)
+            .finish_non_exhaustive()
+    }
+}
+
 /// One remote gateway's runtime state.
 #[derive(Debug)]
 pub(crate) struct Gateway {
     pub(crate) config: config::RemoteGateway,
+    /// `Some` for mTLS egress.
+    pub(crate) tls: Option<Target>,
     pub(crate) host: String,
     pub(crate) port: u16,
     pub(crate) label: GatewayLabel,
@@ -74,6 +92,7 @@ impl Gateway {
         metrics.gateway_healthy.get_or_create(&label).set(1);
         Self {
             config: config.clone(),
+            tls: None,
             host: host.trim_matches(['[', ']']).to_owned(),
             port: port.parse().unwrap_or(0),
             label,
@@ -88,6 +107,10 @@ impl Gateway {
             rtt: Mutex::new(VecDeque::with_capacity(RTT_WINDOW)),
             dns: Mutex::new(Dns::default()),
         }
+    }
+
+    pub(crate) fn with_tls(self, tls: Option<Target>) -> Self {
+        Self { tls, ..self }
     }
 
     /// Every resolved address, starting at a rotating offset so connections spread over them.

@@ -10,3 +10,4 @@ mod lifecycle;
 mod load;
 mod mtls;
 mod passthrough;
+mod reconcile;

@@ -13,8 +13,18 @@ use crate::support::{Gateway, PATIENCE, closed};
 
 /// Gateway B: a terminate route for reviews.default:9080 allowing cluster `aws`.
 pub(crate) fn gateway_b(files: &Files, endpoint: SocketAddr, extra: &str) -> String {
+    remote_gateway("gcp", files, endpoint, extra)
+}
+
+/// A gateway of `cluster` with gateway B's terminate route.
+pub(crate) fn remote_gateway(
+    cluster: &str,
+    files: &Files,
+    endpoint: SocketAddr,
+    extra: &str,
+) -> String {
     format!(
-        "cluster: gcp
+        "cluster: {cluster}
 ingress: {{ listen: 127.0.0.1:0 }}
 admin: {{ listen: 127.0.0.1:0 }}
 {}{extra}

@@ -106,6 +106,11 @@ impl Gateway {
         gateway
     }
 
+    /// The `ready` event.
+    pub(crate) fn ready_event(&self) -> &Value {
+        &self.ready
+    }
+
     /// The bound address of egress listener `name`.
     pub(crate) fn egress(&self, name: &str) -> SocketAddr {
         addr(&self.ready["egress"][name])
@@ -262,7 +267,8 @@ pub(crate) fn closed(route: &str, outcome: &str) -> String {
     )
 }
 
-fn addr(v: &Value) -> SocketAddr {
+/// An `"ip:port"` event field.
+pub(crate) fn addr(v: &Value) -> SocketAddr {
     v.as_str()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("not an address: {v}"))

@@ -29,6 +29,8 @@ fn gateways(specs: &[(&str, u32)], metrics: &Metrics) -> Gateways {
                     address: (*address).to_owned(),
                     priority: *priority,
                     weight: 1,
+                    cluster: None,
+                    mtls: None,
                 },
                 metrics,
             );

@@ -1,0 +1,278 @@
+//! One egress connection from accept to close: remote gateway choice with failover, the mTLS
+//! handshake with the chosen gateway's SNI and trust domain (or the replayed ClientHello in
+//! passthrough), the splice, and the [`Record`] that counts and logs the connection once.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::Pool;
+use super::gateways::Target;
+use crate::config::{self, EgressMode};
+use crate::drain;
+use crate::metrics::{EgressLabel, EgressOutcome, GatewayReason, Metrics};
+use crate::proxy::splice::{self, Tally};
+use crate::proxy::{Outcome, Shared, conn};
+use crate::tls::{self, FailureReason};
+
+/// One egress connection; counts and logs itself when dropped.
+struct Record {
+    metrics: Arc<Metrics>,
+    label: EgressLabel,
+    start: Instant,
+    src: SocketAddr,
+    src_cluster: String,
+    dst_cluster: String,
+    gateway: Option<String>,
+    dst: Option<SocketAddr>,
+    peer_id: Option<String>,
+    sni: Option<String>,
+    tls_error: Option<String>,
+    outcome: Outcome,
+    received: AtomicU64,
+    sent: AtomicU64,
+}
+
+pub(super) async fn handle(
+    mut client: TcpStream,
+    src: SocketAddr,
+    pool: Arc<Pool>,
+    shared: Arc<Shared>,
+    mut drain: drain::Watch,
+) {
+    let snapshot = shared.load();
+    let config = &snapshot.config;
+    let metrics = shared.metrics.clone();
+    metrics.egress_opened.get_or_create(&pool.label).inc();
+    let mut record = Record {
+        metrics: metrics.clone(),
+        label: pool.label.clone(),
+        start: Instant::now(),
+        src,
+        src_cluster: config.cluster.to_string(),
+        dst_cluster: pool
+            .config
+            .cluster
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        gateway: None,
+        dst: None,
+        peer_id: None,
+        sni: None,
+        tls_error: None,
+        outcome: Outcome::Reset,
+        received: AtomicU64::new(0),
+        sent: AtomicU64::new(0),
+    };
+    let connected = match pool.config.mode {
+        EgressMode::Mtls => pool
+            .connect_mtls(config, &mut record)
+            .await
+            .map(|tls| Upstream::Tls(Box::new(tls))),
+        EgressMode::Passthrough => match conn::detect(&mut client, &config.ingress).await {
+            Err(outcome) => Err(outcome),
+            Ok((hello, parsed)) => {
+                record.sni = parsed.server_name;
+                pool.connect_tcp(config, &mut record)
+                    .await
+                    .map(|tcp| Upstream::Plain(tcp, hello))
+            }
+        },
+    };
+    let upstream = match connected {
+        Ok(upstream) => upstream,
+        Err(outcome) => {
+            record.outcome = outcome;
+            return;
+        }
+    };
+    let received = metrics
+        .egress_received_bytes
+        .get_or_create_owned(&pool.label);
+    let sent = metrics.egress_sent_bytes.get_or_create_owned(&pool.label);
+    let up = Tally {
+        total: &record.received,
+        counter: &received,
+    };
+    let down = Tally {
+        total: &record.sent,
+        counter: &sent,
+    };
+    let limits = splice::Limits {
+        buffer_bytes: config.upstream.buffer_bytes,
+        idle_timeout: config.upstream.idle_timeout,
+    };
+    record.outcome = match upstream {
+        Upstream::Tls(tls) => {
+            let (client, remote) = (client.split(), tokio::io::split(*tls));
+            splice::pump(client, remote, up, down, limits, &mut drain).await
+        }
+        Upstream::Plain(mut tcp, hello) => {
+            if tcp.write_all(&hello).await.is_err() {
+                Outcome::Reset
+            } else {
+                let n = u64::try_from(hello.len()).unwrap_or(u64::MAX);
+                up.total.fetch_add(n, Ordering::Relaxed);
+                up.counter.inc_by(n);
+                splice::pump(client.split(), tcp.split(), up, down, limits, &mut drain).await
+            }
+        }
+    };
+}
+
+/// The connection toward the remote gateway.
+enum Upstream {
+    /// mTLS egress.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// Passthrough egress, with the client's buffered ClientHello still to send.
+    Plain(TcpStream, Vec<u8>),
+}
+
+impl Pool {
+    /// Connects to the best remote gateway, failing over on connect errors.
+    async fn connect_tcp(
+        &self,
+        config: &config::Config,
+        record: &mut Record,
+    ) -> Result<TcpStream, Outcome> {
+        let mut tried = Vec::new();
+        while let Some(index) = self.gateways.pick(&tried, Instant::now()) {
+            tried.push(index);
+            if let Some(tcp) = self.try_gateway(index, config, record).await {
+                self.gateways.report_success(index);
+                return Ok(tcp);
+            }
+        }
+        Err(Outcome::UpstreamConnect)
+    }
+
+    /// [`Self::connect_tcp`] plus the mTLS handshake with the chosen gateway's SNI and trust
+    /// domain; a failed handshake also fails over.
+    async fn connect_mtls(
+        &self,
+        config: &config::Config,
+        record: &mut Record,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Outcome> {
+        let mut tried = Vec::new();
+        let mut outcome = Outcome::UpstreamConnect;
+        while let Some(index) = self.gateways.pick(&tried, Instant::now()) {
+            tried.push(index);
+            let Some(Target { connector, sni }) = self.gateways.list[index].tls.as_ref() else {
+                continue;
+            };
+            let Some(tcp) = self.try_gateway(index, config, record).await else {
+                continue;
+            };
+            record.sni = Some(sni.to_str().into_owned());
+            let handshake = connector.connect(sni.clone(), tcp);
+            let (reason, text) =
+                match tokio::time::timeout(config.upstream.connect_timeout, handshake).await {
+                    Ok(Ok(tls)) => {
+                        self.gateways.report_success(index);
+                        let certs = tls.get_ref().1.peer_certificates().unwrap_or(&[]);
+                        let peer = tls::Peer::from_certs(certs);
+                        record.peer_id = peer.spiffe_id;
+                        // The verified certificate is better evidence than the config.
+                        if let Some(cluster) = peer.cluster {
+                            record.dst_cluster = cluster;
+                        }
+                        return Ok(tls);
+                    }
+                    Ok(Err(error)) => (
+                        FailureReason::of(&error).as_str(),
+                        trust_bundle::tls::explain_io(&error),
+                    ),
+                    Err(_elapsed) => ("timeout", "handshake timed out".to_owned()),
+                };
+            self.failed(index, reason);
+            tracing::debug!(gateway = %self.gateways.list[index].config.address, reason, error = %text, "remote gateway handshake failed");
+            record.tls_error = Some(text);
+            outcome = Outcome::TlsRefused;
+        }
+        Err(outcome)
+    }
+
+    /// One gateway: each of its addresses until one accepts.
+    async fn try_gateway(
+        &self,
+        index: usize,
+        config: &config::Config,
+        record: &mut Record,
+    ) -> Option<TcpStream> {
+        let gateway = self.gateways.list.get(index)?;
+        record.gateway = Some(gateway.config.address.clone());
+        record.dst_cluster = gateway
+            .config
+            .cluster
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        for address in gateway.addresses() {
+            let connect = TcpStream::connect(address);
+            match tokio::time::timeout(config.upstream.connect_timeout, connect).await {
+                Ok(Ok(tcp)) => {
+                    let _ = tcp.set_nodelay(true);
+                    record.dst = Some(address);
+                    return Some(tcp);
+                }
+                Ok(Err(error)) => {
+                    tracing::debug!(%address, %error, "remote gateway connect failed");
+                }
+                Err(_elapsed) => tracing::debug!(%address, "remote gateway connect timed out"),
+            }
+        }
+        self.failed(index, "connect");
+        None
+    }
+
+    fn failed(&self, index: usize, reason: &'static str) {
+        let Some(gateway) = self.gateways.list.get(index) else {
+            return;
+        };
+        let metrics = &self.metrics;
+        metrics
+            .egress_failures
+            .get_or_create(&GatewayReason {
+                egress: gateway.label.egress.clone(),
+                gateway: gateway.label.gateway.clone(),
+                reason,
+            })
+            .inc();
+        self.gateways.report_failure(index, Instant::now(), metrics);
+    }
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        self.metrics
+            .egress_closed
+            .get_or_create(&EgressOutcome {
+                egress: self.label.egress.clone(),
+                outcome: self.outcome,
+            })
+            .inc();
+        let dst = self.dst.map(|d| d.to_string()).unwrap_or_default();
+        tracing::info!(
+            target: "access",
+            egress = %self.label.egress,
+            src = %self.src,
+            gateway = self.gateway.as_deref().unwrap_or(""),
+            dst = dst.as_str(),
+            sni = self.sni.as_deref().unwrap_or(""),
+            peer_spiffe_id = self.peer_id.as_deref().unwrap_or(""),
+            src_cluster = self.src_cluster.as_str(),
+            dst_cluster = self.dst_cluster.as_str(),
+            tls_error = self.tls_error.as_deref().unwrap_or(""),
+            outcome = self.outcome.as_str(),
+            bytes_received = self.received.load(Ordering::Relaxed),
+            bytes_sent = self.sent.load(Ordering::Relaxed),
+            duration_ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "egress connection closed",
+        );
+    }
+}

@@ -1,0 +1,72 @@
+//! The YAML shape, exactly as written by users. Every struct rejects unknown fields so a typo is
+//! an error, not a silently ignored setting. Durations are humantime strings (`500ms`, `1h`).
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    pub(crate) cluster: Option<String>,
+    pub(crate) trust_domain: Option<String>,
+    pub(crate) ca: Option<String>,
+    pub(crate) trust_bundle: Option<String>,
+    pub(crate) identity_validity: Option<String>,
+    pub(crate) registry: Option<RawRegistry>,
+    pub(crate) state_dir: Option<String>,
+    #[serde(default)]
+    pub(crate) peering: RawPeering,
+    #[serde(default)]
+    pub(crate) api: RawApi,
+    pub(crate) gateways: Option<RawGateways>,
+    #[serde(default)]
+    pub(crate) lease: RawLease,
+    pub(crate) token_ttl: Option<String>,
+    #[serde(default)]
+    pub(crate) preferences: Vec<String>,
+}
+
+/// One key per registry kind; only `file` exists today (the Kubernetes registry adds its own).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRegistry {
+    pub(crate) file: Option<String>,
+    pub(crate) watch_interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPeering {
+    pub(crate) listen: Option<String>,
+    #[serde(default)]
+    pub(crate) advertise: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawApi {
+    pub(crate) socket: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGateways {
+    #[serde(default)]
+    pub(crate) addresses: Vec<String>,
+    #[serde(default)]
+    pub(crate) egress: RawEgress,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEgress {
+    pub(crate) address: Option<String>,
+    /// `15100-15999` (a string) or a single port (a number).
+    pub(crate) ports: Option<serde_yaml_ng::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLease {
+    pub(crate) heartbeat_interval: Option<String>,
+    pub(crate) missed_heartbeats: Option<u32>,
+}
