@@ -1,0 +1,91 @@
+//! `federation-ctl controller --config FILE`: load, start, announce, run until signalled.
+//!
+//! Logs go to stderr as JSON (`FEDERATION_LOG` filter, `FEDERATION_LOG_FORMAT=plain` for
+//! humans); stdout carries one JSON line per lifecycle event (`ready` with the bound addresses,
+//! `stopped`) so scripts and tests wait on events instead of polling.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use super::{EXIT_CONFIG, Exit};
+use crate::config::{self, RegistryConfig};
+use crate::controller;
+use crate::registry::FileRegistry;
+use crate::state::StateDir;
+
+/// Env var holding the log filter.
+pub const LOG_ENV: &str = "FEDERATION_LOG";
+/// Env var choosing `json` (default) or `plain` logs.
+pub const LOG_FORMAT_ENV: &str = "FEDERATION_LOG_FORMAT";
+
+fn init_logs() {
+    let filter = std::env::var(LOG_ENV).unwrap_or_else(|_| "info".to_owned());
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if std::env::var(LOG_FORMAT_ENV).as_deref() == Ok("plain") {
+        builder.try_init()
+    } else {
+        builder.json().flatten_event(true).try_init()
+    };
+}
+
+/// Writes one lifecycle event line to stdout.
+fn event(value: &serde_json::Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{value}");
+    let _ = out.flush();
+}
+
+pub async fn run(path: &Path) -> anyhow::Result<()> {
+    init_logs();
+    let cfg = config::load(path).map_err(|e| Exit {
+        code: EXIT_CONFIG,
+        message: e.to_string(),
+    })?;
+    let registry = match &cfg.registry {
+        RegistryConfig::File {
+            path,
+            watch_interval,
+        } => {
+            let state = StateDir::open(&cfg.state_dir)?;
+            FileRegistry::open(path, *watch_interval, state).map_err(|e| Exit {
+                code: EXIT_CONFIG,
+                message: e.to_string(),
+            })?
+        }
+    };
+    tokio::spawn(registry.clone().run());
+    let cluster = cfg.cluster.clone();
+    let (shared, listening) = controller::start(cfg, Arc::new(registry))
+        .await
+        .context("the controller could not start")?;
+    tracing::info!(%cluster, peering = %listening.peering, api = %listening.api.display(), "controller ready");
+    event(&serde_json::json!({
+        "event": "ready",
+        "cluster": cluster.to_string(),
+        "peering": listening.peering.to_string(),
+        "peering_addresses": shared.peering_addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        "api": listening.api,
+        "pid": std::process::id(),
+    }));
+    wait_for_signal().await?;
+    event(&serde_json::json!({"event": "stopped", "pid": std::process::id()}));
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

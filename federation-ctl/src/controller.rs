@@ -1,0 +1,563 @@
+//! The controller: the composition of the federation model with its IO.
+//!
+//! One [`Shared`] value holds the controller's state behind a mutex that is never held across
+//! an `.await`; tasks around it do the IO:
+//!
+//! - the registry watcher pushes export changes to every connected link as deltas;
+//! - one session per link (the joiner dials with backoff, the acceptor answers) trades export
+//!   snapshots, deltas, peer info and heartbeats ([`session`], [`peering`]);
+//! - the lease ticker withdraws a silent peer's imports and restores them when it returns;
+//! - the gateway publisher rebuilds the gateways' config after changes, coalesced, and streams
+//!   it when it differs ([`services`]);
+//! - the identity task renews the controller's and the gateway's leaves at half-life.
+//!
+//! A peer never blocks the local control plane: sessions talk to it through bounded queues, and
+//! a peer that cannot keep up loses its session (it resyncs from a snapshot when it redials).
+
+mod convert;
+mod peering;
+mod services;
+mod session;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use east_west_gateway::api as gw;
+use tokio::sync::{Notify, mpsc, watch};
+use trust_bundle::tls::{IdentityHandle, TrustHandle};
+use trust_bundle::{BundleMap, TrustStore};
+
+use crate::api::peering as pb;
+use crate::config::{ControllerConfig, HostPort};
+use crate::gateway_config;
+use crate::identity::{ClusterCa, Identity, Role};
+use crate::model::{
+    ClusterName, Conflict, ExportFeed, ImportedService, PeerImports, Registry, merge_imports,
+};
+use crate::registry::Registry as RegistrySource;
+use crate::state::{EgressPorts, LinkRecord, LinkRole, StateDir};
+use crate::token::TokenBook;
+
+pub use self::peering::join_link;
+
+/// How long changes are gathered before the gateways' config is rebuilt.
+const GATEWAY_DEBOUNCE: Duration = Duration::from_millis(100);
+/// Outbound messages queued per link before the session is given up as too slow.
+const LINK_QUEUE: usize = 1024;
+
+/// Everything the controller's tasks share.
+pub struct Shared {
+    pub(crate) cfg: ControllerConfig,
+    pub(crate) ca: ClusterCa,
+    pub(crate) state: StateDir,
+    pub(crate) registry: Arc<dyn RegistrySource>,
+    pub(crate) core: Mutex<Core>,
+    /// Wakes the gateway publisher.
+    pub(crate) changed: Notify,
+    /// Our bundle and every linked peer's: verifies peer controllers.
+    pub(crate) trust: TrustHandle,
+    /// The controller's own TLS identity.
+    pub(crate) identity: IdentityHandle,
+    pub(crate) gateway_identity: Mutex<Arc<Identity>>,
+    pub(crate) gateway_config: watch::Sender<Arc<gw::GatewayConfig>>,
+    pub(crate) peering_addresses: Vec<HostPort>,
+    next_session: AtomicU64,
+}
+
+/// The mutable federation state.
+pub(crate) struct Core {
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) links: BTreeMap<ClusterName, Link>,
+    pub(crate) tokens: TokenBook,
+    pub(crate) egress: EgressPorts,
+    pub(crate) imports: BTreeMap<crate::model::ServiceKey, ImportedService>,
+    pub(crate) conflicts: Vec<Conflict>,
+}
+
+/// One link and its live session, if any.
+pub(crate) struct Link {
+    pub(crate) record: LinkRecord,
+    pub(crate) imports: PeerImports,
+    pub(crate) session: Option<Session>,
+    pub(crate) state: LinkState,
+    pub(crate) last_error: String,
+    /// Set to true when the link is removed: stops its dialer and session.
+    pub(crate) stop: watch::Sender<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LinkState {
+    Connecting,
+    Connected,
+    Disconnected,
+}
+
+pub(crate) struct Session {
+    pub(crate) id: u64,
+    pub(crate) tx: mpsc::Sender<pb::LinkMessage>,
+    pub(crate) feed: ExportFeed,
+}
+
+/// Where a started controller listens.
+#[derive(Debug, Clone)]
+pub struct Listening {
+    pub peering: std::net::SocketAddr,
+    pub api: PathBuf,
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+impl LinkState {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Connecting => "connecting",
+            Self::Connected => "connected",
+            Self::Disconnected => "disconnected",
+        }
+    }
+}
+
+impl Link {
+    pub(crate) fn new(record: LinkRecord, imports: PeerImports) -> Self {
+        Self {
+            record,
+            imports,
+            session: None,
+            state: LinkState::Disconnected,
+            last_error: String::new(),
+            stop: watch::channel(false).0,
+        }
+    }
+}
+
+// === startup ===
+
+/// Loads state, binds the listeners and starts every task. Returns once the controller serves.
+pub async fn start(
+    cfg: ControllerConfig,
+    registry: Arc<dyn RegistrySource>,
+) -> anyhow::Result<(Arc<Shared>, Listening)> {
+    let ca = ClusterCa::load(
+        &cfg.ca,
+        &cfg.cluster,
+        cfg.trust_domain.as_ref(),
+        cfg.trust_bundle.as_deref(),
+    )?;
+    let state = StateDir::open(&cfg.state_dir)?;
+    let now = SystemTime::now();
+    let controller_id = ca.issue(Role::Controller, cfg.identity_validity, now)?;
+    let gateway_id = ca.issue(Role::Gateway, cfg.identity_validity, now)?;
+    let identity = IdentityHandle::from_credential(&controller_id.credential)
+        .context("the controller's identity is not usable for TLS")?;
+
+    // A restart grants restored imports one fresh lease, so peers have time to redial before
+    // anything is withdrawn: a controller restart must never fail a call.
+    let now_ms = now_ms();
+    let mut imports = state.load_imports()?;
+    let mut links = BTreeMap::new();
+    for (peer, record) in state.load_links()? {
+        let priority = cfg.priority_of(&peer);
+        let mut peer_imports = match imports.remove(&peer) {
+            Some(rec) => rec.into_peer(priority),
+            None => PeerImports::new(peer.clone(), priority),
+        };
+        if peer_imports.version().is_some() {
+            peer_imports.heard(now_ms);
+        }
+        links.insert(peer, Link::new(record, peer_imports));
+    }
+    let (egress, dropped) = state.load_egress(cfg.gateways.egress.ports)?;
+    for entry in dropped {
+        tracing::warn!(service = %entry.service, port = entry.port, "egress port outside the configured range dropped");
+    }
+    let core = Core {
+        registry: registry.watch().borrow().clone(),
+        links,
+        tokens: state.load_tokens()?,
+        egress,
+        imports: BTreeMap::new(),
+        conflicts: Vec::new(),
+    };
+
+    let listener = tokio::net::TcpListener::bind(cfg.peering.listen)
+        .await
+        .with_context(|| format!("cannot listen for peering on {}", cfg.peering.listen))?;
+    let peering_addr = listener.local_addr()?;
+    let peering_addresses = cfg.peering_addresses(peering_addr);
+
+    let shared = Arc::new(Shared {
+        trust: TrustHandle::default(),
+        identity,
+        gateway_identity: Mutex::new(Arc::new(gateway_id)),
+        gateway_config: watch::channel(Arc::new(gw::GatewayConfig::default())).0,
+        peering_addresses,
+        next_session: AtomicU64::new(1),
+        core: Mutex::new(core),
+        changed: Notify::new(),
+        registry,
+        state,
+        ca,
+        cfg,
+    });
+    shared.refresh_trust()?;
+    // The first config is complete before any gateway can ask for it.
+    shared.publish_gateway_config();
+
+    let api_path = services::serve_api(&shared).await?;
+    peering::serve(&shared, listener)?;
+    for (peer, link) in shared.lock().links.iter() {
+        if link.record.role == LinkRole::Joiner {
+            peering::spawn_dialer(&shared, peer.clone(), link.stop.subscribe());
+        }
+    }
+    tokio::spawn(watch_registry(shared.clone()));
+    tokio::spawn(publish_gateway_config(shared.clone()));
+    tokio::spawn(lease_ticker(shared.clone()));
+    tokio::spawn(renew_identities(shared.clone(), controller_id));
+    Ok((
+        shared,
+        Listening {
+            peering: peering_addr,
+            api: api_path,
+        },
+    ))
+}
+
+// === impl Shared ===
+
+impl Shared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Core> {
+        // A panic while holding the lock is a bug elsewhere; the state itself stays usable.
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn next_session_id(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Our bundle plus every linked peer's.
+    pub(crate) fn bundle_map(&self) -> BundleMap {
+        let core = self.lock();
+        let mut maps = vec![self.ca.bundle_map()];
+        for link in core.links.values() {
+            match link.record.bundle() {
+                Ok(bundle) => {
+                    let mut map = BundleMap::new();
+                    map.insert(link.record.trust_domain.clone(), bundle);
+                    maps.push(map);
+                }
+                Err(error) => {
+                    tracing::warn!(peer = %link.record.peer, %error, "stored peer bundle is unreadable; its calls will be refused");
+                }
+            }
+        }
+        BundleMap::merge(&maps)
+    }
+
+    /// Recompiles the trust store after links or bundles changed.
+    pub(crate) fn refresh_trust(&self) -> anyhow::Result<()> {
+        let store = TrustStore::new(&self.bundle_map())
+            .context("the combined bundle map cannot be used for verification")?;
+        self.trust.store(store);
+        Ok(())
+    }
+
+    /// What we tell peers about ourselves.
+    pub(crate) fn our_info(&self) -> pb::PeerInfo {
+        pb::PeerInfo {
+            cluster: self.cfg.cluster.to_string(),
+            trust_domain: self.ca.trust_domain().to_string(),
+            bundle_json: self.ca.bundle().to_spiffe_json(),
+            peering_addresses: self.peering_addresses.iter().map(|a| a.to_string()).collect(),
+            gateway_addresses: self
+                .cfg
+                .gateways
+                .addresses
+                .iter()
+                .map(|a| a.to_string())
+                .collect(),
+            gateway_spiffe_ids: vec![self.ca.spiffe_id(Role::Gateway).to_string()],
+        }
+    }
+
+    /// Removes a link and everything learned from it. Returns the peer's session sender, if it
+    /// was connected, so the caller can tell it.
+    pub(crate) fn remove_link(
+        &self,
+        peer: &ClusterName,
+        reason: &str,
+    ) -> Option<(usize, Option<mpsc::Sender<pb::LinkMessage>>)> {
+        let removed = self.lock().links.remove(peer)?;
+        let _ = removed.stop.send(true);
+        if let Err(error) = self.state.remove_link(peer) {
+            tracing::error!(%peer, %error, "cannot remove the link record");
+        }
+        if let Err(error) = self.state.remove_imports(peer) {
+            tracing::error!(%peer, %error, "cannot remove the stored imports");
+        }
+        if let Err(error) = self.refresh_trust() {
+            tracing::error!(%error, "trust store not refreshed after unlink");
+        }
+        tracing::info!(%peer, reason, imports = removed.imports.services().len(), "link removed");
+        self.changed.notify_one();
+        Some((
+            removed.imports.services().len(),
+            removed.session.map(|s| s.tx),
+        ))
+    }
+
+    /// Rebuilds the gateways' config and publishes it if anything changed.
+    pub(crate) fn publish_gateway_config(&self) {
+        let lease = self.cfg.lease();
+        let now = now_ms();
+        let (routes, egress) = {
+            let mut core = self.lock();
+            let core = &mut *core;
+            let peers: Vec<PeerImports> =
+                core.links.values().map(|l| l.imports.clone()).collect();
+            let (imports, conflicts) = merge_imports(&peers, lease, now);
+            // Ports stay allocated while any linked peer knows the service, even when its lease
+            // lapsed, so clients find the same port when the peer comes back.
+            let known: std::collections::BTreeSet<(crate::model::ServiceKey, String)> = core
+                .links
+                .values()
+                .flat_map(|l| l.imports.services().values())
+                .flat_map(|s| s.ports.iter().map(|p| (s.key.clone(), p.name.clone())))
+                .collect();
+            let mut allocations_changed = !core
+                .egress
+                .retain(|k, p| known.contains(&(k.clone(), p.to_owned())))
+                .is_empty();
+            for import in imports.values() {
+                for port in &import.ports {
+                    if core.egress.get(&import.key, &port.name).is_none() {
+                        match core.egress.allocate(&import.key, &port.name) {
+                            Ok(_) => allocations_changed = true,
+                            Err(full) => {
+                                tracing::error!(service = %import.key, port = %port.name, error = %full, "no egress port left");
+                            }
+                        }
+                    }
+                }
+            }
+            if allocations_changed {
+                if let Err(error) = self.state.save_egress(&core.egress) {
+                    tracing::error!(%error, "cannot persist egress port allocations");
+                }
+            }
+            for c in &conflicts {
+                if !core.conflicts.contains(c) {
+                    tracing::warn!(service = %c.key, port = %c.port_name, winner = %c.winner, loser = %c.loser, "import port conflict: the oldest export wins");
+                }
+            }
+            let peers: Vec<gateway_config::Peer> = core
+                .links
+                .values()
+                .map(|l| gateway_config::Peer {
+                    cluster: l.record.peer.clone(),
+                    trust_domain: l.record.trust_domain.to_string(),
+                    gateway_addresses: l
+                        .record
+                        .gateway_addresses
+                        .iter()
+                        .map(|a| a.to_string())
+                        .collect(),
+                    gateway_spiffe_ids: l
+                        .record
+                        .gateway_spiffe_ids
+                        .iter()
+                        .map(|id| id.to_string())
+                        .collect(),
+                })
+                .collect();
+            let egress_ports = &core.egress;
+            let built = gateway_config::build(
+                &core.registry,
+                &peers,
+                &imports,
+                self.cfg.gateways.egress.address,
+                &|k, p| egress_ports.get(k, p),
+            );
+            core.imports = imports;
+            core.conflicts = conflicts;
+            built
+        };
+        let identity = self
+            .gateway_identity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut next = gw::GatewayConfig {
+            version: 0,
+            routes,
+            egress,
+            identity: Some(gw::Identity {
+                cert_chain_pem: identity.chain_pem(),
+                private_key_pem: identity.key_pem(),
+            }),
+            bundle_map_json: self.bundle_map().to_json(),
+        };
+        self.gateway_config.send_if_modified(|current| {
+            next.version = current.version;
+            if **current == next {
+                return false;
+            }
+            next.version += 1;
+            tracing::info!(
+                version = next.version,
+                routes = next.routes.len(),
+                egress = next.egress.len(),
+                "gateway config changed"
+            );
+            *current = Arc::new(std::mem::take(&mut next));
+            true
+        });
+    }
+}
+
+// === background tasks ===
+
+async fn publish_gateway_config(shared: Arc<Shared>) {
+    loop {
+        shared.changed.notified().await;
+        // Gather a burst of changes (a registry edit touching many services, a snapshot) into
+        // one push.
+        tokio::time::sleep(GATEWAY_DEBOUNCE).await;
+        shared.publish_gateway_config();
+    }
+}
+
+/// Sends export changes to every connected peer.
+async fn watch_registry(shared: Arc<Shared>) {
+    let mut rx = shared.registry.watch();
+    while rx.changed().await.is_ok() {
+        let registry = rx.borrow_and_update().clone();
+        {
+            let mut core = shared.lock();
+            core.registry = registry.clone();
+            let mut slow = Vec::new();
+            for (peer, link) in core.links.iter_mut() {
+                let Some(session) = link.session.as_mut() else {
+                    continue;
+                };
+                let Some(update) = session.feed.update(&registry.exports_for(peer)) else {
+                    continue;
+                };
+                let msg = convert::message(convert::update_to_pb(&update));
+                if session.tx.try_send(msg).is_err() {
+                    slow.push(peer.clone());
+                }
+            }
+            for peer in slow {
+                if let Some(link) = core.links.get_mut(&peer) {
+                    tracing::warn!(%peer, "peer is not keeping up; its session is dropped and will resync");
+                    link.session = None;
+                    link.state = LinkState::Disconnected;
+                }
+            }
+        }
+        shared.changed.notify_one();
+    }
+}
+
+/// Withdraws the imports of peers whose lease lapsed, and republishes when one comes back.
+async fn lease_ticker(shared: Arc<Shared>) {
+    let lease = shared.cfg.lease();
+    let tick = (shared.cfg.lease.heartbeat_interval / 4).max(Duration::from_millis(50));
+    let mut live: BTreeMap<ClusterName, bool> = BTreeMap::new();
+    let mut interval = tokio::time::interval(tick);
+    loop {
+        interval.tick().await;
+        let now = now_ms();
+        let mut changed = false;
+        {
+            let core = shared.lock();
+            let current: BTreeMap<ClusterName, bool> = core
+                .links
+                .iter()
+                .map(|(peer, l)| {
+                    let alive = l.imports.version().is_some()
+                        && lease.is_live(l.imports.last_heard_ms, now);
+                    (peer.clone(), alive)
+                })
+                .collect();
+            for (peer, alive) in &current {
+                if live.get(peer) != Some(alive) {
+                    changed = true;
+                    if *alive {
+                        tracing::info!(%peer, "peer lease live: its imports are served");
+                    } else if live.contains_key(peer) {
+                        tracing::warn!(%peer, "peer silent past its lease: its imports are withdrawn");
+                    }
+                }
+            }
+            live = current;
+        }
+        if changed {
+            shared.changed.notify_one();
+        }
+    }
+}
+
+/// Renews the controller's and the gateway's leaves at half-life.
+async fn renew_identities(shared: Arc<Shared>, mut controller: Identity) {
+    loop {
+        let gateway_renew = shared
+            .gateway_identity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .renew_at;
+        let next = controller.renew_at.min(gateway_renew);
+        let wait = next
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        tokio::time::sleep(wait).await;
+        let now = SystemTime::now();
+        if controller.needs_renewal(now) {
+            match shared.ca.issue(Role::Controller, shared.cfg.identity_validity, now) {
+                Ok(id) => match shared
+                    .identity
+                    .replace(id.credential.chain.clone(), id.credential.key.to_pkcs8_der())
+                {
+                    Ok(()) => {
+                        tracing::info!(spiffe_id = %id.spiffe_id, "controller identity renewed");
+                        controller = id;
+                    }
+                    Err(error) => tracing::error!(%error, "renewed controller identity unusable"),
+                },
+                Err(error) => tracing::error!(%error, "controller identity renewal failed"),
+            }
+        }
+        let gateway_due = shared
+            .gateway_identity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .needs_renewal(now);
+        if gateway_due {
+            match shared.ca.issue(Role::Gateway, shared.cfg.identity_validity, now) {
+                Ok(id) => {
+                    tracing::info!(spiffe_id = %id.spiffe_id, "gateway identity renewed");
+                    *shared
+                        .gateway_identity
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = Arc::new(id);
+                    shared.changed.notify_one();
+                }
+                Err(error) => tracing::error!(%error, "gateway identity renewal failed"),
+            }
+        }
+        // A failed renewal is retried a minute later, well within the remaining half-life.
+        if controller.needs_renewal(SystemTime::now()) {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
+    }
+}
