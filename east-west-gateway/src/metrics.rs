@@ -51,6 +51,12 @@ pub struct Metrics {
     pub reloads: Family<ResultLabel, Counter>,
     /// Generation of the config in force (1 at startup, +1 per applied reload).
     pub config_generation: Gauge,
+    /// 1 while the controller's Watch stream is open (controller mode).
+    pub controller_connected: Gauge,
+    /// Version of the last controller config applied (0: none yet).
+    pub controller_config_version: Gauge,
+    /// Controller configs received, by result.
+    pub controller_configs: Family<ResultLabel, Counter>,
     /// Ingress mTLS handshakes that failed, by reason.
     pub tls_handshake_failures: Family<TlsFailureLabel, Counter>,
     /// TLS material loads (startup and reloads), by result.
@@ -202,6 +208,9 @@ impl Metrics {
             ejections: Family::default(),
             reloads: Family::default(),
             config_generation: Gauge::default(),
+            controller_connected: Gauge::default(),
+            controller_config_version: Gauge::default(),
+            controller_configs: Family::default(),
             tls_handshake_failures: Family::default(),
             tls_reloads: Family::default(),
             egress_opened: Family::default(),
@@ -288,6 +297,21 @@ impl Metrics {
             "config_generation",
             "Generation of the config in force",
             this.config_generation.clone(),
+        );
+        g.register(
+            "controller_connected",
+            "1 while the controller's config stream is open",
+            this.controller_connected.clone(),
+        );
+        g.register(
+            "controller_config_version",
+            "Version of the last controller config applied",
+            this.controller_config_version.clone(),
+        );
+        g.register(
+            "controller_configs",
+            "Controller configs received, by result",
+            this.controller_configs.clone(),
         );
         this.register_mtls(g);
         Self { registry, ..this }

@@ -148,6 +148,8 @@ pub struct Shared {
     tls: std::sync::Mutex<Option<tls::Material>>,
     /// The egress listeners in force, in config order (published after each reconcile).
     egress: ArcSwap<Vec<Arc<egress::Handle>>>,
+    /// The controller connection, in controller mode.
+    controller: std::sync::OnceLock<Arc<crate::controller::Status>>,
     active: AtomicUsize,
     ready: AtomicBool,
 }
@@ -216,6 +218,7 @@ impl Shared {
             metrics,
             tls: std::sync::Mutex::new(None),
             egress: ArcSwap::from_pointee(Vec::new()),
+            controller: std::sync::OnceLock::new(),
             active: AtomicUsize::new(0),
             ready: AtomicBool::new(true),
         }
@@ -258,6 +261,16 @@ impl Shared {
     /// Publishes the egress listeners in force.
     pub(crate) fn set_egress(&self, handles: Vec<Arc<egress::Handle>>) {
         self.egress.store(Arc::new(handles));
+    }
+
+    /// The controller connection, in controller mode.
+    pub(crate) fn controller(&self) -> Option<&Arc<crate::controller::Status>> {
+        self.controller.get()
+    }
+
+    /// Records controller mode (once, at startup).
+    pub(crate) fn set_controller(&self, status: Arc<crate::controller::Status>) {
+        let _ = self.controller.set(status);
     }
 
     /// Whether the gateway accepts new connections (false once draining).

@@ -4,6 +4,7 @@
 mod support;
 
 mod cli;
+mod controller;
 mod egress;
 mod hostile;
 mod lifecycle;

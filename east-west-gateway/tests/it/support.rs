@@ -2,6 +2,7 @@
 //! admin endpoint, and bounded waits that fail with the gateway's logs attached.
 
 pub(crate) mod backend;
+pub(crate) mod controller;
 pub(crate) mod pki;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -57,6 +58,15 @@ pub(crate) struct Gateway {
 impl Gateway {
     /// Starts the binary with `config` (ports should be 0) and waits for its `ready` event.
     pub(crate) fn start(config: &str) -> Self {
+        Self::launch(config, &[])
+    }
+
+    /// Starts the binary in controller mode: `--controller ADDRESS --config BOOTSTRAP`.
+    pub(crate) fn start_controlled(address: &str, bootstrap: &str, name: &str) -> Self {
+        Self::launch(bootstrap, &["--controller", address, "--name", name])
+    }
+
+    fn launch(config: &str, args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("gateway.yaml");
         std::fs::write(&config_path, config).expect("write config");
@@ -67,7 +77,9 @@ impl Gateway {
             .arg(&config_path)
             .arg("--ready-file")
             .arg(&ready_file)
+            .args(args)
             .env("EWG_LOG", "info")
+            .env_remove("EWG_CONTROLLER")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -75,9 +87,14 @@ impl Gateway {
             .expect("spawn east-west-gateway");
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, events) = mpsc::channel();
+        let stdout_log = dir.path().join("stdout.log");
         std::thread::spawn(move || {
+            let mut log = std::fs::File::create(stdout_log).ok();
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { return };
+                if let Some(log) = log.as_mut() {
+                    let _ = writeln!(log, "{line}");
+                }
                 let event = serde_json::from_str(&line)
                     .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
                 if tx.send(event).is_err() {
@@ -232,6 +249,11 @@ impl Gateway {
     /// The gateway's stderr so far.
     pub(crate) fn logs(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// The gateway's stdout so far (every event line).
+    pub(crate) fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stdout.log")).unwrap_or_default()
     }
 
     fn fail(&self, why: &str) -> ! {
