@@ -7,6 +7,7 @@ pub mod api;
 pub mod config;
 pub mod identity;
 pub mod model;
+pub mod registry;
 pub mod state;
 pub mod token;
 pub mod transport;
