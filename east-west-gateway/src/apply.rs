@@ -122,6 +122,12 @@ impl Applier {
         if let (Some(live), Some(staged)) = (&material, install) {
             self.counted(live.install(staged))?;
         }
+        if let Some(material) = &material {
+            self.shared
+                .metrics
+                .certificate_expiry
+                .set(material.own().not_after);
+        }
         if let Some(material) = material.filter(|_| self.shared.tls().is_none()) {
             self.shared.set_tls(material);
         }

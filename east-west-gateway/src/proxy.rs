@@ -24,7 +24,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::{self, Config};
 use crate::egress;
-use crate::metrics::Metrics;
+use crate::metrics::{ClusterLabels, Metrics};
 use crate::names::Label;
 use crate::route::{self, RouteTable};
 use crate::tls;
@@ -123,6 +123,8 @@ pub struct Snapshot {
     pub config: Arc<Config>,
     /// 1 at startup, +1 per applied reload.
     pub generation: u64,
+    /// The cluster names metric labels may carry.
+    pub(crate) clusters: ClusterLabels,
     table: RouteTable<Arc<RouteState>>,
 }
 
@@ -198,6 +200,7 @@ impl Snapshot {
             }
         }
         Ok(Self {
+            clusters: ClusterLabels::from_config(&config),
             config: Arc::new(config),
             generation,
             table: builder.build(),

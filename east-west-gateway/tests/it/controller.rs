@@ -123,6 +123,11 @@ fn a_controller_drives_the_gateway_which_keeps_the_last_good_config_and_survives
         ("gw-a", 0)
     );
     gw.wait_metric_eq("federation_gateway_controller_connected", 1.0);
+    let expiry = "federation_gateway_certificate_expiry_seconds";
+    assert!(
+        !gw.admin_get("/metrics").1.contains(expiry),
+        "no certificate yet"
+    );
 
     // The first config: routes serve, the egress listener is bound, TLS comes from memory.
     controller.send(config(1, first.addr, b1.ingress, &identity, &bundle));
@@ -145,6 +150,10 @@ fn a_controller_drives_the_gateway_which_keeps_the_last_good_config_and_survives
     assert!(dumped["tls"]["expires"].is_string(), "{dumped}");
     assert_eq!(dumped["config"]["tls"]["source"], "controller", "{dumped}");
     gw.wait_metric_eq("federation_gateway_controller_config_version", 1.0);
+    assert!(
+        gw.metric(expiry) > 80_000.0,
+        "the controller's leaf is in force"
+    );
 
     // A second config changes the route and the egress gateway.
     controller.send(config(2, second.addr, b2.ingress, &identity, &bundle));

@@ -9,6 +9,7 @@ mod egress;
 mod hostile;
 mod lifecycle;
 mod load;
+mod metrics;
 mod mtls;
 mod passthrough;
 mod reconcile;

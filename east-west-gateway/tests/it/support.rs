@@ -274,12 +274,54 @@ impl Drop for Gateway {
     }
 }
 
-/// Finds `series value` in Prometheus text.
+/// The value of `series` (`name` or `name{label="value",..}`) in Prometheus text: the sum over
+/// every series of that name whose labels include the given ones, 0 when none matches.
 pub(crate) fn metric_in(body: &str, series: &str) -> f64 {
+    let (name, wanted) = split_series(series);
     body.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .map(|v| v.trim().parse().expect("numeric metric"))
-        .unwrap_or(0.0)
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (found, value) = line.rsplit_once(' ')?;
+            let (found_name, labels) = split_series(found);
+            (found_name == name && wanted.iter().all(|w| labels.contains(w)))
+                .then(|| value.trim().parse::<f64>().expect("numeric metric"))
+        })
+        .sum()
+}
+
+/// Every value label `label` takes in the series of `name`.
+pub(crate) fn label_values(body: &str, name: &str, label: &str) -> Vec<String> {
+    let mut values: Vec<String> = body
+        .lines()
+        .filter_map(|line| {
+            let (found, _) = line.rsplit_once(' ')?;
+            let (found_name, labels) = split_series(found);
+            (found_name == name)
+                .then_some(labels)?
+                .into_iter()
+                .find(|(k, _)| k == label)
+                .map(|(_, v)| v)
+        })
+        .collect();
+    values.sort();
+    values.dedup();
+    values
+}
+
+/// `name{a="x",b="y"}` → (`name`, [(a, x), (b, y)]); label values hold no `,` or `"` here.
+fn split_series(series: &str) -> (&str, Vec<(String, String)>) {
+    let Some((name, rest)) = series.split_once('{') else {
+        return (series, Vec::new());
+    };
+    let labels = rest
+        .trim_end_matches('}')
+        .split(',')
+        .filter_map(|pair| {
+            let (key, value) = pair.split_once('=')?;
+            Some((key.to_owned(), value.trim_matches('"').to_owned()))
+        })
+        .collect();
+    (name, labels)
 }
 
 /// `federation_gateway_tcp_connections_closed_total{route=..,outcome=..}`.
