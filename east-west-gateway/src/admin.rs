@@ -5,7 +5,7 @@
 //! | `/healthz` | 200 while the process runs |
 //! | `/readyz` | 200 while accepting; 503 once draining |
 //! | `/metrics` | Prometheus/OpenMetrics text |
-//! | `/config_dump` | the effective config as JSON, secrets redacted, with its generation, the TLS identity and trust domains in force, and each egress gateway's health, RTT and DNS state |
+//! | `/config_dump` | the effective config as JSON, secrets redacted, with its generation, the TLS identity (SPIFFE ID, expiry) and trust domains in force, each egress listener's bound address and gateways' health, RTT and DNS state, and in controller mode the controller address, connection state and config version |
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -68,13 +68,19 @@ fn respond(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
         "/config_dump" => {
             let snapshot = shared.load();
             let tls = shared.tls().map(|t| {
-                serde_json::json!({ "spiffe_id": t.own_id(), "trust_domains": t.trust_domains() })
+                let own = t.own();
+                serde_json::json!({
+                    "spiffe_id": own.spiffe_id,
+                    "expires": rfc3339(own.not_after),
+                    "trust_domains": t.trust_domains(),
+                })
             });
             let body = serde_json::json!({
                 "generation": snapshot.generation,
                 "config": config::dump(&snapshot.config),
                 "tls": tls,
                 "egress": shared.egress().iter().map(|h| h.status()).collect::<Vec<_>>(),
+                "controller": shared.controller().map(|c| c.dump()),
             });
             with_type(StatusCode::OK, format!("{body:#}\n"), "application/json")
         }
@@ -100,4 +106,11 @@ fn with_type(
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
+}
+
+/// Unix seconds as RFC 3339 (UTC), or `null` when out of range.
+fn rfc3339(unix: i64) -> Option<String> {
+    let secs = u64::try_from(unix).ok()?;
+    let time = std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(secs))?;
+    Some(humantime::format_rfc3339_seconds(time).to_string())
 }

@@ -4,3 +4,16 @@
 #![allow(missing_docs, unreachable_pub, unused_qualifications, clippy::all)]
 
 tonic::include_proto!("isthmus.gateway.v1");
+
+/// Never shows the private key.
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field(
+                "cert_chain_pem",
+                &format_args!("{} bytes", self.cert_chain_pem.len()),
+            )
+            .field("private_key_pem", &format_args!("[redacted]"))
+            .finish()
+    }
+}

@@ -1,7 +1,9 @@
 //! Composition root: binds the ingress and admin listeners first (so a port conflict fails
 //! startup before any task runs), applies the config through the same [`Applier`] a reload uses
 //! (TLS material, routes, egress listeners; an egress port conflict also fails startup), then
-//! spawns the ingress accept loop, the admin server and the reloader.
+//! spawns the ingress accept loop, the admin server and either the file reloader or, in
+//! controller mode, the controller client (the gateway is ready at once and serves nothing
+//! until the controller's first config).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,7 +15,8 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::task::JoinHandle;
 
 use crate::apply::{self, Applier};
-use crate::config::Config;
+use crate::config::{Bootstrap, Config};
+use crate::controller;
 use crate::drain::{self, CLOSE_GRACE, Drained};
 use crate::metrics::Metrics;
 use crate::proxy::{self, Shared, Snapshot};
@@ -56,6 +59,25 @@ impl From<apply::Error> for Error {
     }
 }
 
+/// Where the gateway's config comes from.
+#[derive(Debug)]
+pub enum Source {
+    /// Standalone: a config file, reloaded on change and SIGHUP when its path is given.
+    File {
+        /// The validated config.
+        config: Box<Config>,
+        /// The file, for reloads.
+        path: Option<PathBuf>,
+    },
+    /// Controller mode: the bootstrap file's settings now, the controller's configs later.
+    Controller {
+        /// The validated bootstrap file.
+        bootstrap: Box<Bootstrap>,
+        /// Where the controller is.
+        settings: controller::Settings,
+    },
+}
+
 /// A running gateway: its bound addresses and the handles to stop it.
 #[derive(Debug)]
 pub struct Bound {
@@ -65,6 +87,8 @@ pub struct Bound {
     pub admin: SocketAddr,
     /// Each egress listener's name and actual address, in config order.
     pub egress: Vec<(String, SocketAddr)>,
+    /// The controller address, in controller mode.
+    pub controller: Option<String>,
     shared: Arc<Shared>,
     trigger: drain::Trigger,
     background: Vec<JoinHandle<()>>,
@@ -73,8 +97,12 @@ pub struct Bound {
     drain_timeout: Duration,
 }
 
-/// Binds the listeners and starts serving. `config_path` enables reload from that file.
-pub async fn build(config: Config, config_path: Option<PathBuf>) -> Result<Bound, Error> {
+/// Binds the listeners and starts serving.
+pub async fn build(source: Source) -> Result<Bound, Error> {
+    let config = match &source {
+        Source::File { config, .. } => Config::clone(config),
+        Source::Controller { bootstrap, .. } => bootstrap.initial().clone(),
+    };
     let ingress = bind("ingress", config.ingress.listen)?;
     let admin = bind("admin", config.admin.listen)?;
     let addresses = (
@@ -98,7 +126,7 @@ pub async fn build(config: Config, config_path: Option<PathBuf>) -> Result<Bound
     let shared = Arc::new(Shared::new(Snapshot::new(empty, 0, None)?, metrics));
     let (trigger, watch) = drain::channel();
     let mut applier = Applier::new(shared.clone(), trigger.spawner());
-    let applied = applier.apply(config).await?;
+    let applied = applier.apply(config, None).await?;
     if let Some(failure) = applied.egress.failed.into_iter().next() {
         return Err(Error::Bind {
             listener: "egress",
@@ -108,15 +136,38 @@ pub async fn build(config: Config, config_path: Option<PathBuf>) -> Result<Bound
     }
     tokio::spawn(proxy::serve(ingress, shared.clone(), watch));
     let mut background = vec![tokio::spawn(admin::serve(admin, shared.clone()))];
-    if let Some(path) = config_path {
-        let baseline = reload::baseline(&path, shared.load().config.tls.as_ref());
-        background.push(tokio::spawn(reload::run(path, baseline, applier, hangup)));
+    let mut controller_address = None;
+    match source {
+        Source::File {
+            path: Some(path), ..
+        } => {
+            let baseline = reload::baseline(&path, shared.load().config.tls.as_ref());
+            background.push(tokio::spawn(reload::run(path, baseline, applier, hangup)));
+        }
+        Source::File { path: None, .. } => {}
+        Source::Controller {
+            bootstrap,
+            settings,
+        } => {
+            let status = Arc::new(controller::Status::new(&settings));
+            shared.set_controller(status.clone());
+            controller_address = Some(settings.address.clone());
+            background.push(tokio::spawn(ignore_hangups(hangup)));
+            let client = controller::Client {
+                settings,
+                bootstrap: *bootstrap,
+                applier,
+                status,
+            };
+            background.push(tokio::spawn(client.run()));
+        }
     }
     tracing::info!(ingress = %addresses.0, admin = %addresses.1, "gateway listening");
     Ok(Bound {
         ingress: addresses.0,
         admin: addresses.1,
         egress: applied.egress.bound,
+        controller: controller_address,
         shared,
         trigger,
         background,
@@ -124,6 +175,13 @@ pub async fn build(config: Config, config_path: Option<PathBuf>) -> Result<Bound
         interrupt,
         drain_timeout,
     })
+}
+
+/// In controller mode the bootstrap file is read once; SIGHUP must not end the process.
+async fn ignore_hangups(mut hangup: Signal) {
+    while hangup.recv().await.is_some() {
+        tracing::info!("SIGHUP ignored: in controller mode the controller sends every change");
+    }
 }
 
 impl Bound {
@@ -134,13 +192,17 @@ impl Bound {
 
     /// The `ready` event: bound addresses and pid, for `--ready-file` and stdout.
     pub fn ready_event(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut event = serde_json::json!({
             "event": "ready",
             "ingress": self.ingress.to_string(),
             "admin": self.admin.to_string(),
             "egress": apply::egress_map(&self.egress),
             "pid": std::process::id(),
-        })
+        });
+        if let Some(address) = &self.controller {
+            event["controller"] = address.clone().into();
+        }
+        event
     }
 
     /// Runs until SIGTERM or SIGINT, then drains.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::drain;
 use crate::egress;
 use crate::metrics::ResultLabel;
@@ -85,10 +85,22 @@ impl Applier {
         &self.shared
     }
 
-    /// Stages and commits `config`. Connections already open keep what they started with.
-    pub(crate) async fn apply(&mut self, config: Config) -> Result<Applied, Error> {
-        let staged = match &config.tls {
-            Some(files) => Some(self.counted(tls::Material::stage(files))?),
+    /// Stages and commits `config`; `inline` is the controller's TLS material, for a config
+    /// whose `tls` says it comes from the controller. Connections already open keep what they
+    /// started with.
+    pub(crate) async fn apply(
+        &mut self,
+        config: Config,
+        inline: Option<&tls::Inline>,
+    ) -> Result<Applied, Error> {
+        let source = match &config.tls {
+            Some(config::Tls::Files(files)) => Some(tls::Source::Files(files)),
+            // Validation marks TLS as the controller's only when its message carried some.
+            Some(config::Tls::Controller) => inline.map(tls::Source::Memory),
+            None => None,
+        };
+        let staged = match source {
+            Some(source) => Some(self.counted(tls::Material::stage(source))?),
             None => None,
         };
         // Routes and pools are built on the live handles; staged content reaches the handles
@@ -109,6 +121,12 @@ impl Applier {
 
         if let (Some(live), Some(staged)) = (&material, install) {
             self.counted(live.install(staged))?;
+        }
+        if let Some(material) = &material {
+            self.shared
+                .metrics
+                .certificate_expiry
+                .set(material.own().not_after);
         }
         if let Some(material) = material.filter(|_| self.shared.tls().is_none()) {
             self.shared.set_tls(material);

@@ -61,6 +61,16 @@
 //!       - { address: gw.aws.example:15443, priority: 2, cluster: aws, trust_domain: aws.example }
 //! ```
 //!
+//! **Controller mode** (`east-west-gateway --controller unix:/run/isthmus/ctl.sock --config
+//! bootstrap.yaml`): the file is a *bootstrap*, read once. It holds `cluster` (optional when the
+//! controller names it; if both do, they must agree), `cluster_domain`, `ingress`, `admin`,
+//! `upstream` and `drain_timeout`; `routes`, `egress`, `tls` and `reload` are refused there.
+//! The controller's `GatewayConfig` messages carry routes and egress in this file's shape (the
+//! same fields and defaults; proto3 empty strings and zero weights mean "not given"), and the
+//! identity and bundle map in memory. Each message is merged into the bootstrap and validated
+//! by the same code as a file; error paths (`routes[0].endpoints[1].address`) index the
+//! message's lists.
+//!
 //! A reload applies everything but the ingress and admin addresses (bound once at startup; a
 //! change warns that it needs a restart): routes, certificates and bundles, limits and timeouts
 //! for new connections, and egress listeners, reconciled by name: new ones are bound, removed
@@ -69,8 +79,9 @@
 //! rebound when it changed. An egress listener that cannot bind is reported in the `reload`
 //! event's `egress_errors` and retried by the next reload; the rest of the config applies.
 
+mod bootstrap;
 mod dump;
-mod raw;
+pub(crate) mod raw;
 mod validate;
 
 use std::net::SocketAddr;
@@ -80,6 +91,7 @@ use std::time::Duration;
 use crate::names::{Label, ServiceRef};
 use crate::route::Pattern;
 
+pub use self::bootstrap::{Bootstrap, Dynamic};
 pub use self::dump::dump;
 
 /// Default ingress address: Istio's east-west port.
@@ -206,9 +218,18 @@ pub struct Upstream {
     pub buffer_bytes: usize,
 }
 
+/// Where the gateway's own identity and the peers' trust anchors come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tls {
+    /// PEM and JSON files named in the config file; their content is watched and reloaded.
+    Files(TlsFiles),
+    /// Sent by the controller with each config; the material itself never enters `Config`.
+    Controller,
+}
+
 /// File paths for the gateway's own identity and the peers' trust anchors.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tls {
+pub struct TlsFiles {
     /// PEM certificate chain, leaf first.
     pub cert_chain: PathBuf,
     /// PEM private key. Only the path is ever held here; the dump redacts it.

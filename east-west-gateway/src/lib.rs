@@ -2,7 +2,8 @@
 //!
 //! Sans-IO cores first ([`sni`], [`names`], [`route`]), then the tokio shell: [`app`] is the
 //! composition root, [`proxy`] the ingress data path, [`egress`] the outbound one, [`tls`] the
-//! gateway's certificates and bundles, `admin` the admin endpoint, `reload` hot reload.
+//! gateway's certificates and bundles, `admin` the admin endpoint, `reload` hot reload from the
+//! config file, [`controller`] configs from the federation controller; both go through `apply`.
 
 pub mod api;
 pub mod config;
@@ -11,6 +12,7 @@ pub mod route;
 pub mod sni;
 
 pub mod app;
+pub mod controller;
 pub mod drain;
 pub mod egress;
 pub mod metrics;

@@ -1,11 +1,12 @@
-//! `east-west-gateway`: run the gateway from a config file, or validate one.
+//! `east-west-gateway`: run the gateway from a config file or from its controller, or validate
+//! a config file.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use east_west_gateway::{app, config, telemetry};
+use east_west_gateway::{app, config, controller, telemetry};
 
 /// Exit code for a bad config (EX_DATAERR-style, as sysexits' EX_USAGE family).
 const EXIT_CONFIG: u8 = 64;
@@ -16,9 +17,17 @@ const EXIT_CONFIG: u8 = 64;
 struct Args {
     #[command(subcommand)]
     command: Option<Command>,
-    /// Config file (YAML); reloaded on change and on SIGHUP.
+    /// Config file (YAML); reloaded on change and on SIGHUP. With --controller: the bootstrap
+    /// file (cluster, listeners, timeouts, limits; read once), without routes, egress or tls.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Take routes, egress listeners and TLS material from the federation controller at this
+    /// Unix socket: `unix:/path/to.sock` or a plain path.
+    #[arg(long, value_name = "ADDR", env = controller::ADDRESS_ENV)]
+    controller: Option<String>,
+    /// This gateway's name in the controller's status (default: the host name).
+    #[arg(long, value_name = "NAME", requires = "controller")]
+    name: Option<String>,
     /// Write the `ready` event (bound addresses, pid) as JSON to this file once listening.
     #[arg(long, value_name = "PATH")]
     ready_file: Option<PathBuf>,
@@ -40,28 +49,64 @@ fn main() -> ExitCode {
         std::env::var(telemetry::LOG_ENV).ok().as_deref(),
         telemetry::Format::from_env_value(std::env::var(telemetry::LOG_FORMAT_ENV).ok().as_deref()),
     );
-    let path = match (&args.command, &args.config) {
-        (Some(Command::Validate { config }), _) => return validate(config),
-        (None, Some(path)) => path.clone(),
+    let source = match (args.command, args.controller) {
+        (Some(Command::Validate { config }), _) => return validate(&config),
+        (None, Some(address)) => {
+            let name = args.name.unwrap_or_else(host_name);
+            let settings = match controller::Settings::new(&address, name) {
+                Ok(settings) => settings,
+                Err(error) => return config_error(&error),
+            };
+            match config::Bootstrap::load(args.config.as_deref()) {
+                Ok(bootstrap) => app::Source::Controller {
+                    bootstrap: Box::new(bootstrap),
+                    settings,
+                },
+                Err(error) => {
+                    let origin = args.config.as_deref().map_or_else(
+                        || "bootstrap defaults".to_owned(),
+                        |p| format!("bootstrap {}", p.display()),
+                    );
+                    return config_error(&format!("{origin}: {error}"));
+                }
+            }
+        }
         (None, None) => {
-            eprintln!("error: --config FILE is required (or use `validate --config FILE`)");
-            return ExitCode::from(EXIT_CONFIG);
+            let Some(path) = args.config else {
+                return config_error(
+                    &"--config FILE or --controller ADDR is required (or use `validate --config FILE`)",
+                );
+            };
+            match config::load(&path) {
+                Ok(config) => app::Source::File {
+                    config: Box::new(config),
+                    path: Some(path),
+                },
+                Err(error) => return config_error(&error),
+            }
         }
     };
-    let config = match config::load(&path) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    match run(config, path, args.ready_file) {
+    match run(source, args.ready_file) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn config_error(error: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("error: {error}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+/// The kernel's host name, for the controller's status; a fixed name if it cannot be read.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "east-west-gateway".to_owned())
 }
 
 fn validate(path: &Path) -> ExitCode {
@@ -82,13 +127,13 @@ fn validate(path: &Path) -> ExitCode {
     }
 }
 
-fn run(config: config::Config, path: PathBuf, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
+fn run(source: app::Source, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("building the tokio runtime")?;
     runtime.block_on(async {
-        let bound = app::build(config, Some(path)).await?;
+        let bound = app::build(source).await?;
         let ready = bound.ready_event();
         if let Some(file) = ready_file {
             write_atomically(&file, &format!("{ready}\n"))

@@ -1,17 +1,26 @@
 //! Prometheus metrics for the gateway, under `federation_gateway_*`.
 //!
 //! Every label is bounded: `route` is a configured route name or [`UNMATCHED`] (a raw SNI would
-//! let any client mint series), `outcome` and `reason` are closed enums.
+//! let any client mint series), `outcome` and `reason` are closed enums, and `src_cluster` /
+//! `dst_cluster` are cluster names the config mentions ([`ClusterLabels`]), [`OTHER`] or
+//! [`UNKNOWN`] (a peer certificate's cluster is whatever its CA wrote).
 
+use std::collections::HashSet;
 use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::config::Config;
 use crate::proxy::Outcome;
 use crate::tls::FailureReason;
 
@@ -20,6 +29,89 @@ pub type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
 
 /// Route label for connections that never matched a route.
 pub const UNMATCHED: &str = "unmatched";
+/// Cluster label for a cluster the config does not mention.
+pub const OTHER: &str = "other";
+/// Cluster label when the cluster is not known (passthrough peers, unrouted connections).
+pub const UNKNOWN: &str = "unknown";
+
+/// The cluster names the config mentions: this gateway's, route `authorize.clusters` and egress
+/// clusters. Only these become `src_cluster`/`dst_cluster` label values.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterLabels(HashSet<String>);
+
+impl ClusterLabels {
+    /// The names `config` mentions.
+    pub fn from_config(config: &Config) -> Self {
+        let mut names = HashSet::from([config.cluster.to_string()]);
+        for route in &config.routes {
+            if let crate::config::Mode::Terminate(auth) = &route.mode {
+                names.extend(auth.clusters.iter().map(ToString::to_string));
+            }
+        }
+        for egress in &config.egress {
+            names.extend(egress.cluster.iter().map(ToString::to_string));
+            for gateway in &egress.gateways {
+                names.extend(gateway.cluster.iter().map(ToString::to_string));
+            }
+        }
+        Self(names)
+    }
+
+    /// The label value for `cluster`.
+    pub fn label(&self, cluster: Option<&str>) -> String {
+        match cluster {
+            None | Some("") => UNKNOWN.to_owned(),
+            Some(name) if self.0.contains(name) => name.to_owned(),
+            Some(_) => OTHER.to_owned(),
+        }
+    }
+}
+
+/// `certificate_expiry_seconds`: seconds until our own leaf expires, computed at scrape time
+/// from the notAfter of the certificate in force; absent until the gateway has one.
+#[derive(Debug)]
+pub struct CertificateExpiry {
+    /// notAfter in Unix seconds, or [`i64::MIN`] for none.
+    not_after: AtomicI64,
+}
+
+impl CertificateExpiry {
+    fn new() -> Self {
+        Self {
+            not_after: AtomicI64::new(i64::MIN),
+        }
+    }
+
+    /// Records the notAfter (Unix seconds) of the certificate now in force.
+    pub fn set(&self, not_after: i64) {
+        self.not_after.store(not_after, Ordering::Relaxed);
+    }
+
+    /// Seconds from now until expiry (negative once expired), if a certificate is in force.
+    pub fn remaining(&self) -> Option<i64> {
+        let not_after = self.not_after.load(Ordering::Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        (not_after != i64::MIN).then(|| not_after.saturating_sub(now))
+    }
+}
+
+impl Collector for CertificateExpiry {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let Some(remaining) = self.remaining() else {
+            return Ok(());
+        };
+        let gauge = ConstGauge::new(remaining);
+        let metric = encoder.encode_descriptor(
+            "certificate_expiry",
+            "Seconds until the gateway's own leaf certificate expires",
+            Some(&Unit::Seconds),
+            gauge.metric_type(),
+        )?;
+        gauge.encode(metric)
+    }
+}
 
 /// All gateway metrics; cheap to share behind an `Arc`.
 #[derive(Debug)]
@@ -27,7 +119,7 @@ pub struct Metrics {
     registry: Registry,
     /// Connections accepted on the ingress listener.
     pub opened: Counter,
-    /// Connections closed, by route and outcome.
+    /// Connections closed, by route, outcome and clusters.
     pub closed: Family<RouteOutcome, Counter>,
     /// Connections currently open.
     pub active: Gauge,
@@ -51,13 +143,19 @@ pub struct Metrics {
     pub reloads: Family<ResultLabel, Counter>,
     /// Generation of the config in force (1 at startup, +1 per applied reload).
     pub config_generation: Gauge,
+    /// 1 while the controller's Watch stream is open (controller mode).
+    pub controller_connected: Gauge,
+    /// Version of the last controller config applied (0: none yet).
+    pub controller_config_version: Gauge,
+    /// Controller configs received, by result.
+    pub controller_configs: Family<ResultLabel, Counter>,
     /// Ingress mTLS handshakes that failed, by reason.
     pub tls_handshake_failures: Family<TlsFailureLabel, Counter>,
     /// TLS material loads (startup and reloads), by result.
     pub tls_reloads: Family<ResultLabel, Counter>,
     /// Egress: connections accepted per listener.
     pub egress_opened: Family<EgressLabel, Counter>,
-    /// Egress: connections closed, by listener and outcome.
+    /// Egress: connections closed, by listener, outcome and clusters.
     pub egress_closed: Family<EgressOutcome, Counter>,
     /// Egress: bytes from local clients toward remote gateways.
     pub egress_received_bytes: Family<EgressLabel, Counter>,
@@ -81,6 +179,8 @@ pub struct Metrics {
     pub gateway_resolve_failures: Family<GatewayLabel, Counter>,
     /// 1 while a remote gateway's addresses come from a stale answer after a failed resolution.
     pub gateway_dns_stale: Family<GatewayLabel, Gauge>,
+    /// Seconds until our own certificate expires.
+    pub certificate_expiry: Arc<CertificateExpiry>,
 }
 
 /// `{reason}` for ingress TLS handshake failures.
@@ -97,13 +197,17 @@ pub struct EgressLabel {
     pub egress: String,
 }
 
-/// `{egress, outcome}`.
+/// `{egress, outcome, src_cluster, dst_cluster}`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct EgressOutcome {
     /// Egress listener name.
     pub egress: String,
     /// How the connection ended.
     pub outcome: Outcome,
+    /// This gateway's cluster.
+    pub src_cluster: String,
+    /// The cluster of the remote gateway used, see [`ClusterLabels`].
+    pub dst_cluster: String,
 }
 
 /// `{egress, gateway}`: both from config (the gateway address as written, not as resolved).
@@ -144,13 +248,17 @@ pub struct RouteLabel {
     pub route: String,
 }
 
-/// `{route, outcome}`.
+/// `{route, outcome, src_cluster, dst_cluster}`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct RouteOutcome {
     /// Route name or [`UNMATCHED`].
     pub route: String,
     /// How the connection ended.
     pub outcome: Outcome,
+    /// The verified peer gateway's cluster (terminate routes), see [`ClusterLabels`].
+    pub src_cluster: String,
+    /// This gateway's cluster once a route matched.
+    pub dst_cluster: String,
 }
 
 /// `{reason}` for hello failures.
@@ -202,6 +310,9 @@ impl Metrics {
             ejections: Family::default(),
             reloads: Family::default(),
             config_generation: Gauge::default(),
+            controller_connected: Gauge::default(),
+            controller_config_version: Gauge::default(),
+            controller_configs: Family::default(),
             tls_handshake_failures: Family::default(),
             tls_reloads: Family::default(),
             egress_opened: Family::default(),
@@ -217,6 +328,7 @@ impl Metrics {
             gateway_addresses: Family::default(),
             gateway_resolve_failures: Family::default(),
             gateway_dns_stale: Family::default(),
+            certificate_expiry: Arc::new(CertificateExpiry::new()),
             registry: Registry::default(),
         };
         let g = registry.sub_registry_with_prefix("gateway");
@@ -227,7 +339,7 @@ impl Metrics {
         );
         g.register(
             "tcp_connections_closed",
-            "Connections closed, by route and outcome",
+            "Connections closed, by route, outcome and clusters",
             this.closed.clone(),
         );
         g.register(
@@ -289,6 +401,22 @@ impl Metrics {
             "Generation of the config in force",
             this.config_generation.clone(),
         );
+        g.register(
+            "controller_connected",
+            "1 while the controller's config stream is open",
+            this.controller_connected.clone(),
+        );
+        g.register(
+            "controller_config_version",
+            "Version of the last controller config applied",
+            this.controller_config_version.clone(),
+        );
+        g.register(
+            "controller_configs",
+            "Controller configs received, by result",
+            this.controller_configs.clone(),
+        );
+        g.register_collector(Box::new(this.certificate_expiry.clone()));
         this.register_mtls(g);
         Self { registry, ..this }
     }
@@ -311,7 +439,7 @@ impl Metrics {
         );
         g.register(
             "egress_connections_closed",
-            "Egress connections closed, by listener and outcome",
+            "Egress connections closed, by listener, outcome and clusters",
             self.egress_closed.clone(),
         );
         g.register_with_unit(
@@ -409,3 +537,6 @@ impl Default for Metrics {
         Self::new()
     }
 }
+
+#[cfg(test)]
+mod tests;

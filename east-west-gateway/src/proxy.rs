@@ -24,7 +24,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::{self, Config};
 use crate::egress;
-use crate::metrics::Metrics;
+use crate::metrics::{ClusterLabels, Metrics};
 use crate::names::Label;
 use crate::route::{self, RouteTable};
 use crate::tls;
@@ -123,6 +123,8 @@ pub struct Snapshot {
     pub config: Arc<Config>,
     /// 1 at startup, +1 per applied reload.
     pub generation: u64,
+    /// The cluster names metric labels may carry.
+    pub(crate) clusters: ClusterLabels,
     table: RouteTable<Arc<RouteState>>,
 }
 
@@ -148,6 +150,8 @@ pub struct Shared {
     tls: std::sync::Mutex<Option<tls::Material>>,
     /// The egress listeners in force, in config order (published after each reconcile).
     egress: ArcSwap<Vec<Arc<egress::Handle>>>,
+    /// The controller connection, in controller mode.
+    controller: std::sync::OnceLock<Arc<crate::controller::Status>>,
     active: AtomicUsize,
     ready: AtomicBool,
 }
@@ -196,6 +200,7 @@ impl Snapshot {
             }
         }
         Ok(Self {
+            clusters: ClusterLabels::from_config(&config),
             config: Arc::new(config),
             generation,
             table: builder.build(),
@@ -216,6 +221,7 @@ impl Shared {
             metrics,
             tls: std::sync::Mutex::new(None),
             egress: ArcSwap::from_pointee(Vec::new()),
+            controller: std::sync::OnceLock::new(),
             active: AtomicUsize::new(0),
             ready: AtomicBool::new(true),
         }
@@ -258,6 +264,16 @@ impl Shared {
     /// Publishes the egress listeners in force.
     pub(crate) fn set_egress(&self, handles: Vec<Arc<egress::Handle>>) {
         self.egress.store(Arc::new(handles));
+    }
+
+    /// The controller connection, in controller mode.
+    pub(crate) fn controller(&self) -> Option<&Arc<crate::controller::Status>> {
+        self.controller.get()
+    }
+
+    /// Records controller mode (once, at startup).
+    pub(crate) fn set_controller(&self, status: Arc<crate::controller::Status>) {
+        let _ = self.controller.set(status);
     }
 
     /// Whether the gateway accepts new connections (false once draining).

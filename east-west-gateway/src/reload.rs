@@ -114,7 +114,11 @@ pub(crate) async fn run(
 fn fingerprint(text: &[u8], tls: Option<&config::Tls>) -> Hash {
     let mut hasher = Sha256::new();
     hasher.update(text);
-    for file in tls.map(tls::watched_files).into_iter().flatten() {
+    let files = match tls {
+        Some(config::Tls::Files(files)) => Some(files),
+        _ => None,
+    };
+    for file in files.map(tls::watched_files).into_iter().flatten() {
         let content = std::fs::read(file).unwrap_or_default();
         hasher.update(Sha256::digest(&content));
     }
@@ -129,7 +133,7 @@ async fn apply(applier: &mut Applier, text: &str) -> Result<Applied, Error> {
     {
         tracing::warn!("ingress or admin address changed; it applies after a restart");
     }
-    Ok(applier.apply(config).await?)
+    Ok(applier.apply(config, None).await?)
 }
 
 fn reject(shared: &Shared, error: &Error) {

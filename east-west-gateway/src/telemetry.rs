@@ -5,7 +5,8 @@
 //! on target `access`, one per connection.
 //!
 //! **stdout** carries one JSON object per line for lifecycle events that tools and tests wait on
-//! (`ready` with the bound addresses, `reload`, `draining`, `stopped`), so nothing has to poll.
+//! (`ready` with the bound addresses, `reload`, and in controller mode `controller` and
+//! `config`, then `draining`, `stopped`), so nothing has to poll.
 
 use std::io::Write as _;
 

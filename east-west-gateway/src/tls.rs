@@ -1,21 +1,26 @@
 //! The gateway's TLS material and the rustls configurations built from it: the identity (cert
-//! chain and key) and the trust store (bundle map) are read from the files named in `tls`, held
-//! in hot-swappable `trust_bundle::tls` handles, and replaced in place on reload, so every
-//! configuration built from them sees new certificates and bundles at its next handshake.
+//! chain and key) and the trust store (bundle map) are read from the files named in `tls` or
+//! taken from the controller's message ([`Source`]), held in hot-swappable `trust_bundle::tls`
+//! handles, and replaced in place on reload, so every configuration built from them sees new
+//! certificates and bundles at its next handshake.
 //!
 //! Not here: the handshakes themselves (`proxy::terminate` on ingress, `egress` outbound).
-//! Key material never leaves this module except inside rustls; errors name files, never content.
+//! Key material never leaves this module except inside rustls; errors name settings and files,
+//! never content.
 
-use std::path::{Path, PathBuf};
+mod source;
+
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls::{CertificateError, OtherError};
 use rustls_pki_types::CertificateDer;
-use trust_bundle::bundle::{self, BundleMap};
 use trust_bundle::cert::ParsedCert;
 use trust_bundle::tls::{Authorizer, IdentityHandle, NotAuthorized, TrustHandle};
-use trust_bundle::{PeerIdentity, PrivateKey, TrustDomain, TrustStore, VerifyError};
+use trust_bundle::{PeerIdentity, TrustDomain, VerifyError};
 
+use self::source::Loaded;
+pub use self::source::{Inline, Own, Source, watched_files};
 use crate::config;
 
 /// Why TLS material could not be loaded or a configuration built.
@@ -31,13 +36,13 @@ pub enum Error {
         /// The IO error.
         source: std::io::Error,
     },
-    /// A file was read but its content is unusable (the message never quotes key material).
-    #[error("{what} {path}: {problem}")]
+    /// Material was read but is unusable (the message never quotes key material).
+    #[error("{what} {from}: {problem}")]
     Invalid {
         /// Which setting.
         what: &'static str,
-        /// The file.
-        path: PathBuf,
+        /// The file, or "(from the controller)".
+        from: String,
         /// What is wrong.
         problem: String,
     },
@@ -51,16 +56,8 @@ pub enum Error {
 pub struct Material {
     identity: IdentityHandle,
     trust: TrustHandle,
-    /// SPIFFE ID of our own certificate, for logs and the config dump.
-    own_id: Arc<arc_swap::ArcSwap<String>>,
-}
-
-/// Parsed file contents, checked and ready to install.
-struct Loaded {
-    chain: Vec<CertificateDer<'static>>,
-    key: Vec<u8>,
-    store: TrustStore,
-    own_id: String,
+    /// Our own certificate, for logs, the config dump and the expiry gauge.
+    own: Arc<arc_swap::ArcSwap<Own>>,
 }
 
 /// Why a handshake failed: the bounded `reason` label of `tls_handshake_failures_total`.
@@ -164,15 +161,15 @@ pub struct Staged(Loaded);
 impl std::fmt::Debug for Staged {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Staged")
-            .field("spiffe_id", &self.0.own_id)
+            .field("spiffe_id", &self.0.own.spiffe_id)
             .finish_non_exhaustive()
     }
 }
 
 impl Material {
-    /// Reads and checks the files named in `tls`; nothing is installed yet.
-    pub fn stage(tls: &config::Tls) -> Result<Staged, Error> {
-        Loaded::read(tls).map(Staged)
+    /// Reads and checks the material of `source`; nothing is installed yet.
+    pub fn stage(source: Source<'_>) -> Result<Staged, Error> {
+        Loaded::read(&source).map(Staged)
     }
 
     /// New handles holding `staged`.
@@ -182,7 +179,7 @@ impl Material {
         Ok(Self {
             identity,
             trust: TrustHandle::new(loaded.store),
-            own_id: Arc::new(arc_swap::ArcSwap::from_pointee(loaded.own_id)),
+            own: Arc::new(arc_swap::ArcSwap::from_pointee(loaded.own)),
         })
     }
 
@@ -193,13 +190,13 @@ impl Material {
         let Staged(loaded) = staged;
         self.identity.replace(loaded.chain, loaded.key)?;
         self.trust.store(loaded.store);
-        self.own_id.store(Arc::new(loaded.own_id));
+        self.own.store(Arc::new(loaded.own));
         Ok(())
     }
 
-    /// Our SPIFFE ID.
-    pub fn own_id(&self) -> String {
-        self.own_id.load().as_ref().clone()
+    /// Our own certificate in force.
+    pub fn own(&self) -> Own {
+        self.own.load().as_ref().clone()
     }
 
     /// Trust domains in the bundle map in force.
@@ -261,98 +258,6 @@ fn authorizer(auth: &config::Authorization) -> Authorizer {
             ))
         }
     })
-}
-
-impl Loaded {
-    fn read(tls: &config::Tls) -> Result<Self, Error> {
-        let chain_pem = read("tls.cert_chain", &tls.cert_chain)?;
-        let chain = bundle::parse_pem_certs(&chain_pem)
-            .map_err(|e| invalid("tls.cert_chain", &tls.cert_chain, e))?;
-        let own_id = trust_bundle::tls::peer_spiffe_id(&chain)
-            .ok_or_else(|| {
-                invalid(
-                    "tls.cert_chain",
-                    &tls.cert_chain,
-                    "the leaf carries no SPIFFE ID; issue it with `trust-bundle leaf issue`",
-                )
-            })?
-            .to_string();
-        let key_pem = read("tls.private_key", &tls.private_key)?;
-        // Neither the key nor rcgen's parse error text is ever shown: only the file name.
-        let key = std::str::from_utf8(&key_pem)
-            .ok()
-            .and_then(|pem| PrivateKey::from_pem(pem).ok())
-            .ok_or_else(|| {
-                invalid(
-                    "tls.private_key",
-                    &tls.private_key,
-                    "not a PKCS#8 PEM private key",
-                )
-            })?
-            .to_pkcs8_der();
-        // Prove the key matches the chain before anything is swapped.
-        IdentityHandle::new(chain.clone(), key.clone()).map_err(|_| {
-            invalid(
-                "tls.private_key",
-                &tls.private_key,
-                "does not match the leaf of tls.cert_chain",
-            )
-        })?;
-        let bundle_text = read("tls.trust_bundle", &tls.trust_bundle)?;
-        let map = bundle_map(&bundle_text)
-            .map_err(|problem| invalid("tls.trust_bundle", &tls.trust_bundle, problem))?;
-        let store =
-            TrustStore::new(&map).map_err(|e| invalid("tls.trust_bundle", &tls.trust_bundle, e))?;
-        Ok(Self {
-            chain,
-            key,
-            store,
-            own_id,
-        })
-    }
-}
-
-/// A SPIFFE bundle map (JSON), or PEM roots grouped by the trust domain each root is bound to.
-fn bundle_map(text: &[u8]) -> Result<BundleMap, String> {
-    if text.trim_ascii_start().starts_with(b"{") {
-        return BundleMap::from_json(text).map_err(|e| e.to_string());
-    }
-    let mut map = BundleMap::new();
-    for der in bundle::parse_pem_certs(text).map_err(|e| e.to_string())? {
-        let parsed = ParsedCert::parse(&der).map_err(|e| e.to_string())?;
-        let td = trust_bundle::ca::bound_trust_domain(&parsed).map_err(|e| e.to_string())?;
-        match map.get_mut(&td) {
-            Some(existing) => {
-                existing.add_root(der).map_err(|e| e.to_string())?;
-            }
-            None => {
-                let bundle = bundle::X509Bundle::new([der]).map_err(|e| e.to_string())?;
-                map.insert(td, bundle);
-            }
-        }
-    }
-    Ok(map)
-}
-
-fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, Error> {
-    std::fs::read(path).map_err(|source| Error::Read {
-        what,
-        path: path.to_owned(),
-        source,
-    })
-}
-
-fn invalid(what: &'static str, path: &Path, problem: impl ToString) -> Error {
-    Error::Invalid {
-        what,
-        path: path.to_owned(),
-        problem: problem.to_string(),
-    }
-}
-
-/// The files whose content a reload watches, besides the config itself.
-pub fn watched_files(tls: &config::Tls) -> [&Path; 3] {
-    [&tls.cert_chain, &tls.private_key, &tls.trust_bundle]
 }
 
 #[cfg(test)]

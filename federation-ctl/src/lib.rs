@@ -8,6 +8,7 @@ pub mod config;
 pub mod gateway_config;
 pub mod identity;
 pub mod model;
+pub mod registry;
 pub mod state;
 pub mod token;
 pub mod transport;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{Config, Egress, EgressMode, Endpoint, Mode, Route};
+use super::{Config, Egress, EgressMode, Endpoint, Mode, Route, Tls};
 
 /// Marker written instead of anything secret.
 const REDACTED: &str = "[redacted]";
@@ -35,11 +35,14 @@ pub fn dump(config: &Config) -> Value {
         },
         "drain_timeout": human(config.drain_timeout),
         "reload": { "watch_interval": config.watch_interval.map(human) },
-        "tls": config.tls.as_ref().map(|t| json!({
-            "cert_chain": t.cert_chain.display().to_string(),
-            "private_key": REDACTED,
-            "trust_bundle": t.trust_bundle.display().to_string(),
-        })),
+        "tls": config.tls.as_ref().map(|t| match t {
+            Tls::Files(files) => json!({
+                "cert_chain": files.cert_chain.display().to_string(),
+                "private_key": REDACTED,
+                "trust_bundle": files.trust_bundle.display().to_string(),
+            }),
+            Tls::Controller => json!({ "source": "controller" }),
+        }),
         "routes": config.routes.iter().map(route).collect::<Vec<_>>(),
         "egress": config.egress.iter().map(egress).collect::<Vec<_>>(),
     })

@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawConfig {
     pub(crate) cluster: Option<String>,
@@ -22,9 +22,26 @@ pub(crate) struct RawConfig {
     pub(crate) routes: Vec<RawRoute>,
     #[serde(default)]
     pub(crate) egress: Vec<RawEgress>,
+    /// Where the config came from; never read from YAML.
+    #[serde(skip)]
+    pub(crate) origin: Origin,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Where a raw config came from, which decides where TLS material comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// A config file: TLS material from the files `tls` names.
+    #[default]
+    File,
+    /// The controller merged into a bootstrap file; `tls` says whether the message carried an
+    /// identity or a bundle map.
+    Controller {
+        /// Identity or bundle map present.
+        tls: bool,
+    },
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawIngress {
     pub(crate) listen: Option<String>,
@@ -33,13 +50,13 @@ pub(crate) struct RawIngress {
     pub(crate) max_connections: Option<usize>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAdmin {
     pub(crate) listen: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawUpstream {
     pub(crate) connect_timeout: Option<String>,
@@ -50,13 +67,13 @@ pub(crate) struct RawUpstream {
     pub(crate) buffer_bytes: Option<usize>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawReload {
     pub(crate) watch_interval: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawTls {
     pub(crate) cert_chain: Option<String>,
@@ -64,7 +81,7 @@ pub(crate) struct RawTls {
     pub(crate) trust_bundle: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRoute {
     pub(crate) name: Option<String>,
@@ -79,16 +96,17 @@ pub(crate) struct RawRoute {
     pub(crate) endpoints: Vec<RawEndpoint>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawService {
     pub(crate) name: Option<String>,
     pub(crate) namespace: Option<String>,
-    pub(crate) port: Option<u16>,
+    /// Wider than a port so that a controller's out-of-range value gets a named error.
+    pub(crate) port: Option<u32>,
     pub(crate) subset: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAuthorize {
     #[serde(default)]
@@ -99,14 +117,14 @@ pub(crate) struct RawAuthorize {
     pub(crate) spiffe_ids: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawEndpoint {
     pub(crate) address: Option<String>,
     pub(crate) weight: Option<u32>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawEgress {
     pub(crate) name: Option<String>,
@@ -121,7 +139,7 @@ pub(crate) struct RawEgress {
     pub(crate) gateways: Vec<RawGateway>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawGateway {
     pub(crate) address: Option<String>,
@@ -135,7 +153,7 @@ pub(crate) struct RawGateway {
     pub(crate) trust_domain: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawProbe {
     pub(crate) interval: Option<String>,

@@ -10,13 +10,13 @@ use std::path::PathBuf;
 
 use self::egress::egress_listener;
 use self::fields::{address, duration, invalid, label, positive, service, spiffe_id, trust_domain};
-use super::raw::{RawAuthorize, RawConfig, RawEndpoint, RawRoute, RawTls};
+use super::raw::{Origin, RawAuthorize, RawConfig, RawEndpoint, RawRoute, RawTls};
 use super::{
     Admin, Authorization, Config, DEFAULT_ADMIN_LISTEN, DEFAULT_BUFFER_BYTES,
     DEFAULT_CLUSTER_DOMAIN, DEFAULT_CONNECT_ATTEMPTS, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_DRAIN_TIMEOUT, DEFAULT_EJECTION_BASE, DEFAULT_EJECTION_MAX, DEFAULT_HELLO_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT, DEFAULT_INGRESS_LISTEN, DEFAULT_MAX_CONNECTIONS, DEFAULT_WATCH_INTERVAL,
-    Egress, EgressMode, Endpoint, Error, Ingress, Mode, Route, Tls, Upstream,
+    Egress, EgressMode, Endpoint, Error, Ingress, Mode, Route, Tls, TlsFiles, Upstream,
 };
 use crate::names;
 use crate::route::{self, Pattern};
@@ -128,7 +128,11 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Error> {
         DEFAULT_WATCH_INTERVAL,
     )?)
     .filter(|d| !d.is_zero());
-    let tls = raw.tls.map(tls).transpose()?;
+    let tls = match (raw.tls, raw.origin) {
+        (Some(files), _) => Some(Tls::Files(tls(files)?)),
+        (None, Origin::Controller { tls: true }) => Some(Tls::Controller),
+        (None, _) => None,
+    };
 
     let mut route_names = HashSet::new();
     let mut patterns = route::Builder::new(cluster.clone(), cluster_domain.clone());
@@ -173,7 +177,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Error> {
         egress.push(listener);
     }
 
-    require_tls(&routes, &egress, tls.as_ref())?;
+    require_tls(&routes, &egress, tls.as_ref(), raw.origin)?;
     Ok(Config {
         cluster,
         cluster_domain,
@@ -189,7 +193,12 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Error> {
 }
 
 /// Terminate routes and mTLS egress present the gateway's identity: they need `tls`.
-fn require_tls(routes: &[Route], egress: &[Egress], tls: Option<&Tls>) -> Result<(), Error> {
+fn require_tls(
+    routes: &[Route],
+    egress: &[Egress],
+    tls: Option<&Tls>,
+    origin: Origin,
+) -> Result<(), Error> {
     if tls.is_some() {
         return Ok(());
     }
@@ -208,7 +217,12 @@ fn require_tls(routes: &[Route], egress: &[Egress], tls: Option<&Tls>) -> Result
         Some(user) => Err(invalid(
             "tls",
             format!("missing, but {user} needs the gateway's certificate"),
-            "add tls: { cert_chain, private_key, trust_bundle }",
+            match origin {
+                Origin::File => "add tls: { cert_chain, private_key, trust_bundle }",
+                Origin::Controller { .. } => {
+                    "the controller must send `identity` and `bundle_map_json` with this config"
+                }
+            },
         )),
     }
 }
@@ -365,13 +379,13 @@ fn authorization(at: &str, a: RawAuthorize) -> Result<Authorization, Error> {
     })
 }
 
-fn tls(t: RawTls) -> Result<Tls, Error> {
+fn tls(t: RawTls) -> Result<TlsFiles, Error> {
     let path = |field: &str, v: Option<String>| -> Result<PathBuf, Error> {
         v.filter(|p| !p.is_empty())
             .map(PathBuf::from)
             .ok_or_else(|| invalid(format!("tls.{field}"), "missing", "give a PEM file path"))
     };
-    Ok(Tls {
+    Ok(TlsFiles {
         cert_chain: path("cert_chain", t.cert_chain)?,
         private_key: path("private_key", t.private_key)?,
         trust_bundle: path("trust_bundle", t.trust_bundle)?,

@@ -16,7 +16,7 @@ use crate::config::{self, EgressMode};
 use crate::drain;
 use crate::metrics::{EgressLabel, EgressOutcome, GatewayReason, Metrics};
 use crate::proxy::splice::{self, Tally};
-use crate::proxy::{Outcome, Shared, conn};
+use crate::proxy::{Outcome, Shared, Snapshot, conn};
 use crate::tls::{self, FailureReason};
 
 /// One egress connection; counts and logs itself when dropped.
@@ -25,7 +25,8 @@ struct Record {
     label: EgressLabel,
     start: Instant,
     src: SocketAddr,
-    src_cluster: String,
+    /// The snapshot the connection started with: our cluster and the metric label set.
+    snapshot: Arc<Snapshot>,
     dst_cluster: String,
     gateway: Option<String>,
     dst: Option<SocketAddr>,
@@ -53,7 +54,7 @@ pub(super) async fn handle(
         label: pool.label.clone(),
         start: Instant::now(),
         src,
-        src_cluster: config.cluster.to_string(),
+        snapshot: snapshot.clone(),
         dst_cluster: pool
             .config
             .cluster
@@ -254,6 +255,8 @@ impl Drop for Record {
             .get_or_create(&EgressOutcome {
                 egress: self.label.egress.clone(),
                 outcome: self.outcome,
+                src_cluster: self.snapshot.config.cluster.to_string(),
+                dst_cluster: self.snapshot.clusters.label(Some(&self.dst_cluster)),
             })
             .inc();
         let dst = self.dst.map(|d| d.to_string()).unwrap_or_default();
@@ -265,7 +268,7 @@ impl Drop for Record {
             dst = dst.as_str(),
             sni = self.sni.as_deref().unwrap_or(""),
             peer_spiffe_id = self.peer_id.as_deref().unwrap_or(""),
-            src_cluster = self.src_cluster.as_str(),
+            src_cluster = self.snapshot.config.cluster.as_str(),
             dst_cluster = self.dst_cluster.as_str(),
             tls_error = self.tls_error.as_deref().unwrap_or(""),
             outcome = self.outcome.as_str(),

@@ -10,7 +10,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::{Outcome, RouteState, Shared, passthrough, terminate};
+use super::{Outcome, RouteState, Shared, Snapshot, passthrough, terminate};
 use crate::config::{self, Mode};
 use crate::drain;
 use crate::metrics::{Metrics, ReasonLabel, RouteOutcome};
@@ -23,6 +23,8 @@ const DETECT_READ_BYTES: usize = 4096;
 /// Counts a connection and writes its access-log line when dropped.
 pub(super) struct Record {
     shared: Arc<Shared>,
+    /// The snapshot the connection started with (its cluster names label the metrics).
+    snapshot: Arc<Snapshot>,
     start: Instant,
     src: SocketAddr,
     pub(super) dst: Option<SocketAddr>,
@@ -49,7 +51,7 @@ pub(super) async fn handle(
 ) {
     let snapshot = shared.load();
     let config = &snapshot.config;
-    let mut record = Record::open(shared.clone(), src);
+    let mut record = Record::open(shared.clone(), snapshot.clone(), src);
     if shared.active.load(Ordering::Relaxed) > config.ingress.max_connections {
         record.outcome = Outcome::ConnectionLimit;
         return;
@@ -162,12 +164,13 @@ pub(crate) async fn detect(
 // === impl Record ===
 
 impl Record {
-    fn open(shared: Arc<Shared>, src: SocketAddr) -> Self {
+    fn open(shared: Arc<Shared>, snapshot: Arc<Snapshot>, src: SocketAddr) -> Self {
         shared.active.fetch_add(1, Ordering::Relaxed);
         shared.metrics.opened.inc();
         shared.metrics.active.inc();
         Self {
             shared,
+            snapshot,
             start: Instant::now(),
             src,
             dst: None,
@@ -210,13 +213,6 @@ impl Drop for Record {
             route.active.fetch_sub(1, Ordering::Relaxed);
             metrics.route_active.get_or_create(&route_label).dec();
         }
-        metrics
-            .closed
-            .get_or_create(&RouteOutcome {
-                route: route_label.route,
-                outcome: self.outcome,
-            })
-            .inc();
         let dst = self.dst.map(|d| d.to_string()).unwrap_or_default();
         let mode = match self.route.as_ref().map(|r| &r.mode) {
             None => "",
@@ -224,10 +220,21 @@ impl Drop for Record {
             Some(Mode::Terminate(_)) => "terminate",
         };
         let peer = self.peer.clone().unwrap_or_default();
-        let dst_cluster = match mode {
-            "terminate" => self.shared.load().config.cluster.to_string(),
-            _ => String::new(),
-        };
+        // A routed connection's endpoints are in this gateway's cluster.
+        let dst_cluster = self
+            .route
+            .as_ref()
+            .map(|_| self.snapshot.config.cluster.as_str());
+        let clusters = &self.snapshot.clusters;
+        metrics
+            .closed
+            .get_or_create(&RouteOutcome {
+                route: route_label.route,
+                outcome: self.outcome,
+                src_cluster: clusters.label(peer.cluster.as_deref()),
+                dst_cluster: clusters.label(dst_cluster),
+            })
+            .inc();
         tracing::info!(
             target: "access",
             src = %self.src,
@@ -238,7 +245,7 @@ impl Drop for Record {
             tls = self.version.map_or("", |v| v.as_str()),
             peer_spiffe_id = peer.spiffe_id.as_deref().unwrap_or(""),
             src_cluster = peer.cluster.as_deref().unwrap_or(""),
-            dst_cluster = dst_cluster.as_str(),
+            dst_cluster = dst_cluster.unwrap_or(""),
             tls_error = self.tls_error.as_deref().unwrap_or(""),
             outcome = self.outcome.as_str(),
             bytes_received = self.received.load(Ordering::Relaxed),

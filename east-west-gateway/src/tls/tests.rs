@@ -1,6 +1,7 @@
 use rustls_pki_types::UnixTime;
 use trust_bundle::test_util::{bundle_map, intermediate, leaf, root};
 use trust_bundle::verify::Usage;
+use trust_bundle::{TrustStore, bundle};
 
 use super::*;
 use crate::names::Label;
@@ -57,10 +58,10 @@ fn pem_bundles_are_grouped_by_the_trust_domain_each_root_is_bound_to() {
         .iter()
         .map(|r| bundle::pem_cert(&r.credential.cert))
         .collect();
-    let map = super::bundle_map(pem.as_bytes()).expect("pem bundle");
+    let map = source::bundle_map(pem.as_bytes()).expect("pem bundle");
     let tds: Vec<String> = map.iter().map(|(td, _)| td.to_string()).collect();
     assert_eq!(tds, ["aws.example", "gcp.example"]);
-    assert!(super::bundle_map(b"not pem").is_err());
+    assert!(source::bundle_map(b"not pem").is_err());
 }
 
 #[test]
@@ -92,4 +93,69 @@ fn failure_reasons_are_bounded() {
         FailureReason::of(&std::io::Error::other("reset")),
         FailureReason::Other
     );
+}
+
+fn inline(cred: &trust_bundle::Credential, bundle: &str) -> Inline {
+    Inline {
+        cert_chain_pem: cred.chain.iter().map(|c| bundle::pem_cert(c)).collect(),
+        private_key_pem: cred.key.to_pem(),
+        bundle_map_json: bundle.to_owned(),
+    }
+}
+
+#[test]
+fn controller_material_is_staged_from_memory_and_errors_never_quote_the_key() {
+    let aws_root = root("aws.example");
+    let aws = intermediate(&aws_root, "aws", None);
+    let id = "spiffe://aws.example/ns/isthmus/sa/gateway";
+    let cred = leaf(&aws, id);
+    let map = bundle_map(&[("aws.example", &aws_root)]).to_json();
+    let good = inline(&cred, &map);
+    let staged = Material::stage(Source::Memory(&good)).expect("valid material");
+    let material = Material::new(staged).expect("handles");
+    assert_eq!(material.own().spiffe_id, id);
+    let leaf_cert = ParsedCert::parse(&cred.chain[0]).expect("leaf");
+    assert_eq!(material.own().not_after, leaf_cert.not_after);
+    assert_eq!(material.trust_domains(), ["aws.example"]);
+    assert!(!format!("{good:?}").contains(good.private_key_pem.lines().nth(1).expect("key")));
+
+    let error_of = |inline: &Inline| {
+        Material::stage(Source::Memory(inline))
+            .expect_err("refused")
+            .to_string()
+    };
+    let garbage_key = Inline {
+        private_key_pem:
+            "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWJ5dGVz\n-----END PRIVATE KEY-----\n".to_owned(),
+        ..good.clone()
+    };
+    let message = error_of(&garbage_key);
+    assert_eq!(
+        message,
+        "identity.private_key_pem (from the controller): not a PKCS#8 PEM private key"
+    );
+    let other_key = Inline {
+        private_key_pem: leaf(&aws, id).key.to_pem(),
+        ..good.clone()
+    };
+    let message = error_of(&other_key);
+    assert!(
+        message.contains("does not match the leaf of identity.cert_chain_pem"),
+        "{message}"
+    );
+    assert!(!message.contains(other_key.private_key_pem.lines().nth(1).expect("key")));
+    let no_chain = Inline {
+        cert_chain_pem: String::new(),
+        ..good.clone()
+    };
+    let message = error_of(&no_chain);
+    assert!(
+        message.starts_with("identity.cert_chain_pem (from the controller): no "),
+        "{message}"
+    );
+    let bad_bundle = Inline {
+        bundle_map_json: "{ nope".to_owned(),
+        ..good
+    };
+    assert!(error_of(&bad_bundle).starts_with("bundle_map_json (from the controller): "));
 }

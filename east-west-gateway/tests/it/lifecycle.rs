@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crate::support::backend::{EchoBackend, client_hello};
 use crate::support::{Gateway, PATIENCE, closed, config};
 
-const SNI: &str = "svc.example";
+pub(crate) const SNI: &str = "svc.example";
 
 fn routed_to(backend: SocketAddr, extra: &str) -> String {
     config(
@@ -24,7 +24,7 @@ routes:
 }
 
 /// Opens a forwarded connection and returns it with the backend's one-byte tag.
-fn open(gw: SocketAddr) -> (TcpStream, char) {
+pub(crate) fn open(gw: SocketAddr) -> (TcpStream, char) {
     let hello = client_hello(Some(SNI));
     let mut tcp = TcpStream::connect(gw).expect("connect");
     tcp.set_read_timeout(Some(PATIENCE)).expect("timeout");

@@ -4,10 +4,12 @@
 mod support;
 
 mod cli;
+mod controller;
 mod egress;
 mod hostile;
 mod lifecycle;
 mod load;
+mod metrics;
 mod mtls;
 mod passthrough;
 mod reconcile;

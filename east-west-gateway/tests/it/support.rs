@@ -2,6 +2,7 @@
 //! admin endpoint, and bounded waits that fail with the gateway's logs attached.
 
 pub(crate) mod backend;
+pub(crate) mod controller;
 pub(crate) mod pki;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -57,6 +58,15 @@ pub(crate) struct Gateway {
 impl Gateway {
     /// Starts the binary with `config` (ports should be 0) and waits for its `ready` event.
     pub(crate) fn start(config: &str) -> Self {
+        Self::launch(config, &[])
+    }
+
+    /// Starts the binary in controller mode: `--controller ADDRESS --config BOOTSTRAP`.
+    pub(crate) fn start_controlled(address: &str, bootstrap: &str, name: &str) -> Self {
+        Self::launch(bootstrap, &["--controller", address, "--name", name])
+    }
+
+    fn launch(config: &str, args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("gateway.yaml");
         std::fs::write(&config_path, config).expect("write config");
@@ -67,7 +77,9 @@ impl Gateway {
             .arg(&config_path)
             .arg("--ready-file")
             .arg(&ready_file)
+            .args(args)
             .env("EWG_LOG", "info")
+            .env_remove("EWG_CONTROLLER")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -75,9 +87,14 @@ impl Gateway {
             .expect("spawn east-west-gateway");
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, events) = mpsc::channel();
+        let stdout_log = dir.path().join("stdout.log");
         std::thread::spawn(move || {
+            let mut log = std::fs::File::create(stdout_log).ok();
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { return };
+                if let Some(log) = log.as_mut() {
+                    let _ = writeln!(log, "{line}");
+                }
                 let event = serde_json::from_str(&line)
                     .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
                 if tx.send(event).is_err() {
@@ -234,6 +251,11 @@ impl Gateway {
         std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
     }
 
+    /// The gateway's stdout so far (every event line).
+    pub(crate) fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stdout.log")).unwrap_or_default()
+    }
+
     fn fail(&self, why: &str) -> ! {
         let logs = self.logs();
         let tail: Vec<&str> = logs.lines().rev().take(40).collect::<Vec<_>>();
@@ -252,12 +274,54 @@ impl Drop for Gateway {
     }
 }
 
-/// Finds `series value` in Prometheus text.
+/// The value of `series` (`name` or `name{label="value",..}`) in Prometheus text: the sum over
+/// every series of that name whose labels include the given ones, 0 when none matches.
 pub(crate) fn metric_in(body: &str, series: &str) -> f64 {
+    let (name, wanted) = split_series(series);
     body.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .map(|v| v.trim().parse().expect("numeric metric"))
-        .unwrap_or(0.0)
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (found, value) = line.rsplit_once(' ')?;
+            let (found_name, labels) = split_series(found);
+            (found_name == name && wanted.iter().all(|w| labels.contains(w)))
+                .then(|| value.trim().parse::<f64>().expect("numeric metric"))
+        })
+        .sum()
+}
+
+/// Every value label `label` takes in the series of `name`.
+pub(crate) fn label_values(body: &str, name: &str, label: &str) -> Vec<String> {
+    let mut values: Vec<String> = body
+        .lines()
+        .filter_map(|line| {
+            let (found, _) = line.rsplit_once(' ')?;
+            let (found_name, labels) = split_series(found);
+            (found_name == name)
+                .then_some(labels)?
+                .into_iter()
+                .find(|(k, _)| k == label)
+                .map(|(_, v)| v)
+        })
+        .collect();
+    values.sort();
+    values.dedup();
+    values
+}
+
+/// `name{a="x",b="y"}` → (`name`, [(a, x), (b, y)]); label values hold no `,` or `"` here.
+fn split_series(series: &str) -> (&str, Vec<(String, String)>) {
+    let Some((name, rest)) = series.split_once('{') else {
+        return (series, Vec::new());
+    };
+    let labels = rest
+        .trim_end_matches('}')
+        .split(',')
+        .filter_map(|pair| {
+            let (key, value) = pair.split_once('=')?;
+            Some((key.to_owned(), value.trim_matches('"').to_owned()))
+        })
+        .collect();
+    (name, labels)
 }
 
 /// `federation_gateway_tcp_connections_closed_total{route=..,outcome=..}`.

@@ -124,12 +124,16 @@ pub(super) fn service(at: &str, s: &RawService) -> Result<ServiceRef, Error> {
         s.namespace.as_deref(),
         "use the service's namespace",
     )?;
-    let port = match s.port {
-        Some(p) if p > 0 => p,
-        _ => {
+    let port = match s.port.map(u16::try_from) {
+        Some(Ok(p)) if p > 0 => p,
+        bad => {
+            let problem = match (bad, s.port) {
+                (Some(Err(_)), Some(n)) => format!("{n} is above 65535"),
+                _ => "missing or 0".to_owned(),
+            };
             return Err(invalid(
                 format!("{at}.port"),
-                "missing or 0",
+                problem,
                 "use the service port number, e.g. 9080",
             ));
         }
