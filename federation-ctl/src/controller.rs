@@ -405,6 +405,7 @@ impl Shared {
                 private_key_pem: identity.key_pem(),
             }),
             bundle_map_json: self.bundle_map().to_json(),
+            cluster: self.cfg.cluster.to_string(),
         };
         self.gateway_config.send_if_modified(|current| {
             next.version = current.version;

@@ -122,6 +122,7 @@ fn egress(
                         weight: 1,
                         cluster: peer.cluster.to_string(),
                         trust_domain: peer.trust_domain.clone(),
+                        sni: String::new(),
                     });
                 }
             }
