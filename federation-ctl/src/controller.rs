@@ -188,9 +188,7 @@ pub async fn start(
         conflicts: Vec::new(),
     };
 
-    let listener = tokio::net::TcpListener::bind(cfg.peering.listen)
-        .await
-        .with_context(|| format!("cannot listen for peering on {}", cfg.peering.listen))?;
+    let listener = bind_peering(&cfg, &state).await?;
     let peering_addr = listener.local_addr()?;
     let peering_addresses = cfg.peering_addresses(peering_addr);
 
@@ -230,6 +228,34 @@ pub async fn start(
             api: api_path,
         },
     ))
+}
+
+/// Binds the peering listener. Port 0 picks a free port the first time and the same one after
+/// a restart (kept in the state directory), since peers keep dialing the address they learned.
+async fn bind_peering(
+    cfg: &ControllerConfig,
+    state: &StateDir,
+) -> anyhow::Result<tokio::net::TcpListener> {
+    let mut addr = cfg.peering.listen;
+    if addr.port() == 0
+        && let Some(port) = state.load_peering_port()?
+    {
+        let sticky = std::net::SocketAddr::new(addr.ip(), port);
+        match tokio::net::TcpListener::bind(sticky).await {
+            Ok(listener) => return Ok(listener),
+            Err(error) => {
+                tracing::warn!(%sticky, %error, "the peering port used before is taken; picking a new one (peers must link again)");
+            }
+        }
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for peering on {addr}"))?;
+    if addr.port() == 0 {
+        addr = listener.local_addr()?;
+        state.save_peering_port(addr.port())?;
+    }
+    Ok(listener)
 }
 
 // === impl Shared ===
@@ -277,7 +303,11 @@ impl Shared {
             cluster: self.cfg.cluster.to_string(),
             trust_domain: self.ca.trust_domain().to_string(),
             bundle_json: self.ca.bundle().to_spiffe_json(),
-            peering_addresses: self.peering_addresses.iter().map(|a| a.to_string()).collect(),
+            peering_addresses: self
+                .peering_addresses
+                .iter()
+                .map(|a| a.to_string())
+                .collect(),
             gateway_addresses: self
                 .cfg
                 .gateways
@@ -322,8 +352,7 @@ impl Shared {
         let (routes, egress) = {
             let mut core = self.lock();
             let core = &mut *core;
-            let peers: Vec<PeerImports> =
-                core.links.values().map(|l| l.imports.clone()).collect();
+            let peers: Vec<PeerImports> = core.links.values().map(|l| l.imports.clone()).collect();
             let (imports, conflicts) = merge_imports(&peers, lease, now);
             // Ports stay allocated while any linked peer knows the service, even when its lease
             // lapsed, so clients find the same port when the peer comes back.
@@ -349,10 +378,8 @@ impl Shared {
                     }
                 }
             }
-            if allocations_changed {
-                if let Err(error) = self.state.save_egress(&core.egress) {
-                    tracing::error!(%error, "cannot persist egress port allocations");
-                }
+            if allocations_changed && let Err(error) = self.state.save_egress(&core.egress) {
+                tracing::error!(%error, "cannot persist egress port allocations");
             }
             for c in &conflicts {
                 if !core.conflicts.contains(c) {
@@ -524,11 +551,14 @@ async fn renew_identities(shared: Arc<Shared>, mut controller: Identity) {
         tokio::time::sleep(wait).await;
         let now = SystemTime::now();
         if controller.needs_renewal(now) {
-            match shared.ca.issue(Role::Controller, shared.cfg.identity_validity, now) {
-                Ok(id) => match shared
-                    .identity
-                    .replace(id.credential.chain.clone(), id.credential.key.to_pkcs8_der())
-                {
+            match shared
+                .ca
+                .issue(Role::Controller, shared.cfg.identity_validity, now)
+            {
+                Ok(id) => match shared.identity.replace(
+                    id.credential.chain.clone(),
+                    id.credential.key.to_pkcs8_der(),
+                ) {
                     Ok(()) => {
                         tracing::info!(spiffe_id = %id.spiffe_id, "controller identity renewed");
                         controller = id;
@@ -544,7 +574,10 @@ async fn renew_identities(shared: Arc<Shared>, mut controller: Identity) {
             .unwrap_or_else(|e| e.into_inner())
             .needs_renewal(now);
         if gateway_due {
-            match shared.ca.issue(Role::Gateway, shared.cfg.identity_validity, now) {
+            match shared
+                .ca
+                .issue(Role::Gateway, shared.cfg.identity_validity, now)
+            {
                 Ok(id) => {
                     tracing::info!(spiffe_id = %id.spiffe_id, "gateway identity renewed");
                     *shared

@@ -41,7 +41,10 @@ pub fn build(
     egress_address: IpAddr,
     port_for: &PortFor<'_>,
 ) -> (Vec<api::Route>, Vec<api::Egress>) {
-    (routes(registry, peers), egress(peers, imports, egress_address, port_for))
+    (
+        routes(registry, peers),
+        egress(peers, imports, egress_address, port_for),
+    )
 }
 
 fn routes(registry: &Registry, peers: &[Peer]) -> Vec<api::Route> {
@@ -157,7 +160,13 @@ impl Names {
     fn unique(&mut self, kind: &str, key: &ServiceKey, port: &str) -> String {
         let port: String = port
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
             .collect();
         let readable = format!("{}-{}-{port}", key.name(), key.namespace());
         let name = if readable.len() <= 63 && !self.0.contains(&readable) {

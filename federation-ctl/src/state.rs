@@ -43,6 +43,7 @@ const IMPORTS: &str = "imports";
 const TOKENS: &str = "tokens.json";
 const EXPORTS: &str = "exports.json";
 const EGRESS: &str = "egress.json";
+const PEERING: &str = "peering-port.json";
 const TMP_PREFIX: &str = ".tmp-";
 
 /// Why the state directory could not be used.
@@ -255,6 +256,19 @@ impl StateDir {
             ports: ports.entries(),
         };
         self.write_json(&self.root.join(EGRESS), &file)
+    }
+
+    // --- listener ---
+
+    /// The peering port picked when the config asked for port 0, so a restart binds the same
+    /// port again: peers dial the address they were given at link time.
+    pub fn load_peering_port(&self) -> Result<Option<u16>, StateError> {
+        let fix = "delete it; peers then need the new address (link again)";
+        read_json(&self.root.join(PEERING), fix)
+    }
+
+    pub fn save_peering_port(&self, port: u16) -> Result<(), StateError> {
+        self.write_json(&self.root.join(PEERING), &port)
     }
 
     // --- plumbing ---

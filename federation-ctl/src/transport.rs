@@ -162,7 +162,10 @@ pub fn tls_incoming(
 
 /// A lazily connecting gRPC channel to a peer controller over TLS: every (re)connect tries
 /// `addrs` in order (host names resolved each time) and handshakes with `config`.
-pub fn tls_channel(addrs: Vec<String>, config: Arc<rustls::ClientConfig>) -> Result<Channel, Error> {
+pub fn tls_channel(
+    addrs: Vec<String>,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<Channel, Error> {
     if addrs.is_empty() {
         return Err(Error::NoAddress);
     }
@@ -172,13 +175,13 @@ pub fn tls_channel(addrs: Vec<String>, config: Arc<rustls::ClientConfig>) -> Res
         .connect_timeout(CONNECT_TIMEOUT)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(10));
-    Ok(
-        endpoint.connect_with_connector_lazy(tower::service_fn(move |_: tonic::codegen::http::Uri| {
+    Ok(endpoint.connect_with_connector_lazy(tower::service_fn(
+        move |_: tonic::codegen::http::Uri| {
             let addrs = addrs.clone();
             let connector = connector.clone();
             async move { dial(&addrs, &connector).await.map(TokioIo::new) }
-        })),
-    )
+        },
+    )))
 }
 
 async fn dial(
@@ -191,16 +194,15 @@ async fn dial(
             let tcp = TcpStream::connect(addr.as_str()).await?;
             tcp.set_nodelay(true)?;
             let name = ServerName::try_from(PEERING_SERVER_NAME).map_err(io::Error::other)?;
-            connector.connect(name, tcp).await.map_err(|e| {
-                io::Error::new(e.kind(), trust_bundle::tls::explain_io(&e))
-            })
+            connector
+                .connect(name, tcp)
+                .await
+                .map_err(|e| io::Error::new(e.kind(), trust_bundle::tls::explain_io(&e)))
         };
         match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
             Ok(Ok(tls)) => return Ok(tls),
             Ok(Err(e)) => last = io::Error::new(e.kind(), format!("{addr}: {e}")),
-            Err(_) => {
-                last = io::Error::new(io::ErrorKind::TimedOut, format!("{addr}: timed out"))
-            }
+            Err(_) => last = io::Error::new(io::ErrorKind::TimedOut, format!("{addr}: timed out")),
         }
     }
     Err(last)
@@ -214,12 +216,10 @@ pub async fn tls_connect(
 ) -> Result<Channel, Error> {
     let first = addrs.first().cloned().ok_or(Error::NoAddress)?;
     let connector = TlsConnector::from(config);
-    let tls = dial(&addrs, &connector)
-        .await
-        .map_err(|e| Error::Connect {
-            addr: first,
-            reason: e.to_string(),
-        })?;
+    let tls = dial(&addrs, &connector).await.map_err(|e| Error::Connect {
+        addr: first,
+        reason: e.to_string(),
+    })?;
     let mut once = Some(tls);
     Ok(Endpoint::from_static("http://controller.isthmus.internal")
         .connect_with_connector(tower::service_fn(move |_: tonic::codegen::http::Uri| {

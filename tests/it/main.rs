@@ -1,1 +1,4 @@
-//! Cross-crate end-to-end scenarios.
+//! End-to-end scenarios with real processes: `trust-bundle`, `east-west-gateway` and
+//! `federation-ctl` on loopback.
+
+mod federation;

@@ -97,7 +97,11 @@ fn ago(ms: i64) -> String {
     format!("{}s ago", secs)
 }
 
-fn emit<T: Serialize>(value: &T, out: Output, table: impl FnOnce() -> String) -> anyhow::Result<()> {
+fn emit<T: Serialize>(
+    value: &T,
+    out: Output,
+    table: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
     let text = match out {
         Output::Table => table(),
         Output::Json => serde_json::to_string_pretty(value)? + "\n",
@@ -176,14 +180,27 @@ pub(super) fn links(links: &[pb::Link], out: Output) -> anyhow::Result<()> {
                     format!(
                         "{}{}",
                         l.imports_from_peer,
-                        if l.lease_live || l.imports_from_peer == 0 { "" } else { " (lease expired)" }
+                        if l.lease_live || l.imports_from_peer == 0 {
+                            ""
+                        } else {
+                            " (lease expired)"
+                        }
                     ),
                     l.gateway_addresses.join(","),
                 ]
             })
             .collect();
         table(
-            &["PEER", "STATE", "HEARTBEAT", "TRUST DOMAIN", "ROLE", "EXPORTS", "IMPORTS", "GATEWAYS"],
+            &[
+                "PEER",
+                "STATE",
+                "HEARTBEAT",
+                "TRUST DOMAIN",
+                "ROLE",
+                "EXPORTS",
+                "IMPORTS",
+                "GATEWAYS",
+            ],
             &rows,
         )
     })
@@ -270,9 +287,17 @@ pub(super) fn services(resp: &pb::ListServicesResponse, out: Output) -> anyhow::
             .map(|e| {
                 vec![
                     e.service.clone(),
-                    if e.to.is_empty() { "all".to_owned() } else { e.to.join(",") },
+                    if e.to.is_empty() {
+                        "all".to_owned()
+                    } else {
+                        e.to.join(",")
+                    },
                     format!("{}/{}", e.ready_endpoints, e.total_endpoints),
-                    e.ports.iter().map(|p| format!("{}:{}", p.name, p.port)).collect::<Vec<_>>().join(","),
+                    e.ports
+                        .iter()
+                        .map(|p| format!("{}:{}", p.name, p.port))
+                        .collect::<Vec<_>>()
+                        .join(","),
                     e.source.clone(),
                 ]
             })
@@ -287,7 +312,13 @@ pub(super) fn services(resp: &pb::ListServicesResponse, out: Output) -> anyhow::
                     i.service.clone(),
                     i.sources
                         .iter()
-                        .map(|s| format!("{}({})", s.cluster, if s.healthy { "healthy" } else { "unhealthy" }))
+                        .map(|s| {
+                            format!(
+                                "{}({})",
+                                s.cluster,
+                                if s.healthy { "healthy" } else { "unhealthy" }
+                            )
+                        })
                         .collect::<Vec<_>>()
                         .join(","),
                     i.ports
@@ -301,7 +332,10 @@ pub(super) fn services(resp: &pb::ListServicesResponse, out: Output) -> anyhow::
             .collect();
         text += &table(&["SERVICE", "FROM", "LISTENERS"], &rows);
         for c in &view.conflicts {
-            text += &format!("\nwarning: conflict on {} port {}: {}\n", c.service, c.port_name, c.detail);
+            text += &format!(
+                "\nwarning: conflict on {} port {}: {}\n",
+                c.service, c.port_name, c.detail
+            );
         }
         text
     })

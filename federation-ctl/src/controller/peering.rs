@@ -65,7 +65,10 @@ type LinkStream = Pin<Box<dyn Stream<Item = Result<pb::LinkMessage, Status>> + S
 
 #[tonic::async_trait]
 impl Peering for PeeringService {
-    async fn join(&self, request: Request<pb::JoinRequest>) -> Result<Response<pb::JoinResponse>, Status> {
+    async fn join(
+        &self,
+        request: Request<pb::JoinRequest>,
+    ) -> Result<Response<pb::JoinResponse>, Status> {
         let remote = request.extensions().get::<PeerConn>().map(|c| c.remote);
         let req = request.into_inner();
         match accept_join(&self.shared, req) {
@@ -121,7 +124,8 @@ impl Peering for PeeringService {
                 peer_id.spiffe_id, self.shared.cfg.cluster
             )));
         };
-        let (id, rx) = session::open(&self.shared, &peer).map_err(|e| Status::not_found(e.to_string()))?;
+        let (id, rx) =
+            session::open(&self.shared, &peer).map_err(|e| Status::not_found(e.to_string()))?;
         tracing::info!(%peer, remote = %conn.remote, "peer dialed in");
         tokio::spawn(session::run(
             self.shared.clone(),
@@ -134,10 +138,14 @@ impl Peering for PeeringService {
 }
 
 /// Parses a peer's gateway SPIFFE IDs; each must belong to the peer's trust domain.
-pub(crate) fn parse_gateway_ids(ids: &[String], trust_domain: &str) -> Result<Vec<SpiffeId>, String> {
+pub(crate) fn parse_gateway_ids(
+    ids: &[String],
+    trust_domain: &str,
+) -> Result<Vec<SpiffeId>, String> {
     ids.iter()
         .map(|id| {
-            let parsed = SpiffeId::parse(id).map_err(|e| format!("gateway SPIFFE ID {id:?}: {e}"))?;
+            let parsed =
+                SpiffeId::parse(id).map_err(|e| format!("gateway SPIFFE ID {id:?}: {e}"))?;
             if parsed.trust_domain().as_str() != trust_domain {
                 return Err(format!(
                     "gateway SPIFFE ID {id} is outside the peer's trust domain {trust_domain}"
@@ -166,8 +174,8 @@ fn check_info(info: Option<pb::PeerInfo>, ours: &ClusterName) -> Result<PeerClai
             "the peer is also named {ours}; cluster names must be unique across linked clusters"
         ));
     }
-    let trust_domain = TrustDomain::parse(&info.trust_domain)
-        .map_err(|e| format!("peer trust domain: {e}"))?;
+    let trust_domain =
+        TrustDomain::parse(&info.trust_domain).map_err(|e| format!("peer trust domain: {e}"))?;
     X509Bundle::from_spiffe_json(info.bundle_json.as_bytes())
         .map_err(|e| format!("peer bundle: {e}"))?;
     let parse = |addrs: &[String]| -> Result<Vec<HostPort>, String> {
@@ -208,7 +216,13 @@ fn accept_join(shared: &Arc<Shared>, req: pb::JoinRequest) -> Result<ClusterName
             )));
         }
         core.tokens
-            .redeem(&req.token_id, &req.secret, &req.token_digest, &claims.cluster, now_ms())
+            .redeem(
+                &req.token_id,
+                &req.secret,
+                &req.token_digest,
+                &claims.cluster,
+                now_ms(),
+            )
             .map_err(|e| Status::permission_denied(e.to_string()))?;
         // The token is spent on disk before the joiner hears yes: a crash here cannot let it
         // be used twice.
@@ -264,7 +278,11 @@ pub async fn join_link(shared: &Arc<Shared>, token: &str) -> Result<LinkRecord, 
     )
     .map_err(|e| Status::internal(e.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
-    let addrs: Vec<String> = token.peering_addresses.iter().map(|a| a.to_string()).collect();
+    let addrs: Vec<String> = token
+        .peering_addresses
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
     let channel = transport::tls_connect(addrs, Arc::new(config))
         .await
         .map_err(|e| Status::unavailable(format!("cannot reach {}: {e}", token.cluster)))?;
@@ -276,7 +294,12 @@ pub async fn join_link(shared: &Arc<Shared>, token: &str) -> Result<LinkRecord, 
             joiner: Some(shared.our_info()),
         })
         .await
-        .map_err(|s| Status::new(s.code(), format!("{} refused the join: {}", token.cluster, s.message())))?
+        .map_err(|s| {
+            Status::new(
+                s.code(),
+                format!("{} refused the join: {}", token.cluster, s.message()),
+            )
+        })?
         .into_inner();
     let claims = check_info(response.acceptor, &shared.cfg.cluster)
         .map_err(|e| Status::internal(format!("{} answered with bad info: {e}", token.cluster)))?;
@@ -303,7 +326,10 @@ pub async fn join_link(shared: &Arc<Shared>, token: &str) -> Result<LinkRecord, 
     let stop = {
         let mut core = shared.lock();
         let priority = shared.cfg.priority_of(&record.peer);
-        let mut link = Link::new(record.clone(), PeerImports::new(record.peer.clone(), priority));
+        let mut link = Link::new(
+            record.clone(),
+            PeerImports::new(record.peer.clone(), priority),
+        );
         link.state = LinkState::Connecting;
         let stop = link.stop.subscribe();
         core.links.insert(record.peer.clone(), link);
@@ -318,7 +344,11 @@ pub async fn join_link(shared: &Arc<Shared>, token: &str) -> Result<LinkRecord, 
 }
 
 /// Keeps a joiner link's stream up: dial, run the session, back off, redial; until unlinked.
-pub(crate) fn spawn_dialer(shared: &Arc<Shared>, peer: ClusterName, mut stop: watch::Receiver<bool>) {
+pub(crate) fn spawn_dialer(
+    shared: &Arc<Shared>,
+    peer: ClusterName,
+    mut stop: watch::Receiver<bool>,
+) {
     let shared = shared.clone();
     tokio::spawn(async move {
         let mut backoff = BACKOFF_FIRST;
@@ -327,19 +357,18 @@ pub(crate) fn spawn_dialer(shared: &Arc<Shared>, peer: ClusterName, mut stop: wa
                 return;
             }
             let started = tokio::time::Instant::now();
-            let end = tokio::select! {
-                end = dial_once(&shared, &peer) => end,
-                _ = stop.changed() => return,
-            };
+            // Not cancelled by `stop`: a session that is up when the link is removed must get
+            // to deliver the `Unlinked` message queued for the peer; it ends right after.
+            let end = dial_once(&shared, &peer).await;
             match &end {
                 SessionEnd::NotLinked(_) | SessionEnd::Unlinked(_) => return,
                 other => {
                     let mut core = shared.lock();
-                    if let Some(link) = core.links.get_mut(&peer) {
-                        if link.session.is_none() {
-                            link.state = LinkState::Connecting;
-                            link.last_error = other.to_string();
-                        }
+                    if let Some(link) = core.links.get_mut(&peer)
+                        && link.session.is_none()
+                    {
+                        link.state = LinkState::Connecting;
+                        link.last_error = other.to_string();
                     }
                 }
             }
@@ -372,7 +401,11 @@ async fn dial_once(shared: &Arc<Shared>, peer: &ClusterName) -> SessionEnd {
         Err(e) => return SessionEnd::Stream(e.to_string()),
     };
     config.alpn_protocols = vec![b"h2".to_vec()];
-    let addrs = record.peering_addresses.iter().map(|a| a.to_string()).collect();
+    let addrs = record
+        .peering_addresses
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
     let channel = match transport::tls_connect(addrs, Arc::new(config)).await {
         Ok(c) => c,
         Err(e) => return SessionEnd::Stream(e.to_string()),
@@ -394,10 +427,10 @@ async fn dial_once(shared: &Arc<Shared>, peer: &ClusterName) -> SessionEnd {
         }
         Err(status) => {
             let mut core = shared.lock();
-            if let Some(link) = core.links.get_mut(peer) {
-                if link.session.as_ref().is_some_and(|s| s.id == id) {
-                    link.session = None;
-                }
+            if let Some(link) = core.links.get_mut(peer)
+                && link.session.as_ref().is_some_and(|s| s.id == id)
+            {
+                link.session = None;
             }
             SessionEnd::Stream(status.message().to_owned())
         }

@@ -27,8 +27,7 @@ use crate::token::Issuer;
 pub(crate) async fn serve_api(shared: &Arc<Shared>) -> anyhow::Result<PathBuf> {
     let path = shared.cfg.api.socket.clone();
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     match std::fs::remove_file(&path) {
         Ok(()) => {}
@@ -116,7 +115,8 @@ impl Control for ControlService {
             bundle_json: &bundle_json,
         };
         let mut core = shared.lock();
-        core.tokens.purge(now_ms(), crate::token::DEFAULT_PURGE_GRACE);
+        core.tokens
+            .purge(now_ms(), crate::token::DEFAULT_PURGE_GRACE);
         let (text, record) = core
             .tokens
             .issue(&issuer, now_ms(), ttl, &mut rand::rng())
@@ -281,9 +281,10 @@ impl Control for ControlService {
                         cluster: s.cluster.to_string(),
                         priority: s.priority,
                         ready_endpoints: s.ready_endpoints,
-                        lease_live: core.links.get(&s.cluster).is_some_and(|l| {
-                            lease.is_live(l.imports.last_heard_ms, now)
-                        }),
+                        lease_live: core
+                            .links
+                            .get(&s.cluster)
+                            .is_some_and(|l| lease.is_live(l.imports.last_heard_ms, now)),
                     })
                     .collect(),
                 listeners: i

@@ -83,12 +83,12 @@ pub(crate) async fn run(
         shared.remove_link(&peer, &format!("unlinked by the peer: {reason}"));
     } else {
         let mut core = shared.lock();
-        if let Some(link) = core.links.get_mut(&peer) {
-            if link.session.as_ref().is_some_and(|s| s.id == id) {
-                link.session = None;
-                link.state = LinkState::Disconnected;
-                link.last_error = end.to_string();
-            }
+        if let Some(link) = core.links.get_mut(&peer)
+            && link.session.as_ref().is_some_and(|s| s.id == id)
+        {
+            link.session = None;
+            link.state = LinkState::Disconnected;
+            link.last_error = end.to_string();
         }
     }
     tracing::info!(%peer, session = id, reason = %end, "link session down");
@@ -113,7 +113,11 @@ async fn heartbeat(shared: Arc<Shared>, peer: ClusterName, id: u64) {
     }
 }
 
-fn current_tx(shared: &Shared, peer: &ClusterName, id: u64) -> Option<mpsc::Sender<pb::LinkMessage>> {
+fn current_tx(
+    shared: &Shared,
+    peer: &ClusterName,
+    id: u64,
+) -> Option<mpsc::Sender<pb::LinkMessage>> {
     let core = shared.lock();
     let session = core.links.get(peer)?.session.as_ref()?;
     (session.id == id).then(|| session.tx.clone())
@@ -222,11 +226,13 @@ fn apply(
             Err(e @ (FeedError::Gap { .. } | FeedError::NoSnapshot)) => {
                 tracing::info!(%peer, error = %e, "asking the peer for a snapshot");
                 if let Some(session) = link.session.as_ref().filter(|s| s.id == id) {
-                    let _ = session.tx.try_send(convert::message(pb::link_message::Kind::Resync(
-                        pb::ResyncRequest {
-                            reason: e.to_string(),
-                        },
-                    )));
+                    let _ = session
+                        .tx
+                        .try_send(convert::message(pb::link_message::Kind::Resync(
+                            pb::ResyncRequest {
+                                reason: e.to_string(),
+                            },
+                        )));
                 }
                 return Ok(());
             }

@@ -176,8 +176,15 @@ fn names_stay_dns_labels_and_unique() {
     let b = names.unique("export", &key("a.b-c"), "80");
     assert_eq!(a, "a-b-c-80");
     assert_ne!(a, b);
-    let long = names.unique("import", &key(&format!("{}.{}", "s".repeat(63), "n".repeat(63))), "HTTP_2");
+    let long = names.unique(
+        "import",
+        &key(&format!("{}.{}", "s".repeat(63), "n".repeat(63))),
+        "HTTP_2",
+    );
     assert!(long.len() <= 63, "{long}");
-    assert!(long.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-'));
+    assert!(
+        long.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+    );
     assert!(!long.starts_with('-') && !long.ends_with('-'));
 }
