@@ -337,6 +337,13 @@ pub fn server_config(
     authorizer: Authorizer,
 ) -> Result<rustls::ServerConfig, Error> {
     let verifier = Arc::new(SpiffeVerifier::new(trust, authorizer));
+    server_config_with(identity, verifier)
+}
+
+fn server_config_with(
+    identity: IdentityHandle,
+    verifier: Arc<dyn ClientCertVerifier>,
+) -> Result<rustls::ServerConfig, Error> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
@@ -358,13 +365,7 @@ pub fn server_config_client_auth_optional(
     authorizer: Authorizer,
 ) -> Result<rustls::ServerConfig, Error> {
     let verifier = Arc::new(OptionalClientAuth(SpiffeVerifier::new(trust, authorizer)));
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(verifier)
-        .with_cert_resolver(Arc::new(identity));
-    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-    config.send_tls13_tickets = 0;
-    Ok(config)
+    server_config_with(identity, verifier)
 }
 
 /// A client configuration that verifies and authorizes the server but presents no identity.
@@ -372,14 +373,7 @@ pub fn client_config_server_auth_only(
     trust: TrustHandle,
     authorizer: Authorizer,
 ) -> Result<rustls::ClientConfig, Error> {
-    let verifier = Arc::new(SpiffeVerifier::new(trust, authorizer));
-    let mut config = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    config.resumption = rustls::client::Resumption::disabled();
-    Ok(config)
+    client_config_with(trust, authorizer, None)
 }
 
 /// [`SpiffeVerifier`] with client authentication offered but not mandatory.
@@ -434,12 +428,23 @@ pub fn client_config(
     trust: TrustHandle,
     authorizer: Authorizer,
 ) -> Result<rustls::ClientConfig, Error> {
+    client_config_with(trust, authorizer, Some(identity))
+}
+
+fn client_config_with(
+    trust: TrustHandle,
+    authorizer: Authorizer,
+    identity: Option<IdentityHandle>,
+) -> Result<rustls::ClientConfig, Error> {
     let verifier = Arc::new(SpiffeVerifier::new(trust, authorizer));
-    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_client_cert_resolver(Arc::new(identity));
+        .with_custom_certificate_verifier(verifier);
+    let mut config = match identity {
+        Some(identity) => builder.with_client_cert_resolver(Arc::new(identity)),
+        None => builder.with_no_client_auth(),
+    };
     config.resumption = rustls::client::Resumption::disabled();
     Ok(config)
 }
