@@ -355,3 +355,43 @@ fn unlink_removes_imports_and_routes_on_both_sides() {
         }
     }
 }
+
+#[test]
+fn cli_errors_name_the_problem_and_exit_with_stable_codes() {
+    use std::process::Command;
+    let ctl = || {
+        let mut cmd = Command::new(tests::bin("federation-ctl"));
+        cmd.env_remove("ISTHMUS_CONTROLLER");
+        cmd
+    };
+    let (code, err) = run_err(ctl().arg("links"));
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("--controller") && err.contains("ISTHMUS_CONTROLLER"),
+        "{err}"
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("nothing.sock");
+    let (code, err) = run_err(ctl().arg("--controller").arg(&sock).arg("services"));
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("cannot reach the controller"), "{err}");
+
+    let config = dir.path().join("controller.yaml");
+    std::fs::write(&config, "cluster: Not_A_Label\n").expect("write config");
+    let (code, err) = run_err(ctl().arg("controller").arg("--config").arg(&config));
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("cluster"), "{err}");
+
+    // A running controller refuses bad arguments with the reason, and keeps serving.
+    let w = world(&["a"], &[]);
+    let a = &w.clusters[0];
+    let (code, err) = run_err(&mut a.ctl(&["export", "nope"]));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("NAME.NAMESPACE"), "{err}");
+    let (_, err) = run_err(&mut a.ctl(&["unlink", "ghost"]));
+    assert!(err.contains("no link with ghost"), "{err}");
+    let (_, err) = run_err(&mut a.ctl(&["link", "join", "isthmus1.garbage"]));
+    assert!(err.contains("token"), "{err}");
+    assert!(a.links().is_empty());
+}
