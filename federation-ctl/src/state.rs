@@ -7,6 +7,8 @@
 //!   tokens.json           TokenBook: issued peering tokens (digests only, never secrets)
 //!   exports.json          ExportsRecord: CLI exports and first-seen times of file exports
 //!   egress.json           egress listener ports: {"ports": [{service, port_name, port}]}
+//!   peering-port.json     the peering port picked for `listen: …:0`, rebound after a restart
+//!   api.sock              the local API socket (default place; mode 0600)
 //! ```
 //!
 //! Every file is JSON, mode 0600, replaced atomically: written to a temporary file in the same
