@@ -17,7 +17,8 @@
 //!   connect_attempts: 3              # distinct endpoints tried before giving up
 //!   ejection_base: 1s                # passive ejection backoff: base * 2^(failures-1) ...
 //!   ejection_max: 30s                # ... capped here
-//!   buffer_bytes: 262144             # largest copy buffer per direction (starts at 16 KiB)
+//!   buffer_bytes: 262144             # largest copy buffer (or splice pipe) per direction
+//!   splice: auto                     # auto: plain TCP legs use splice(2) on Linux; off: copy
 //! drain_timeout: 30s
 //! reload:
 //!   watch_interval: 1s               # config file poll; "0s" disables (SIGHUP still reloads)
@@ -214,8 +215,32 @@ pub struct Upstream {
     pub ejection_base: Duration,
     /// Longest ejection period.
     pub ejection_max: Duration,
-    /// Copy buffer size per direction.
+    /// Copy buffer size per direction; with splice, the largest pipe per direction.
     pub buffer_bytes: usize,
+    /// Whether plain TCP ↔ TCP legs move bytes with splice(2).
+    pub splice: Splice,
+}
+
+/// How plain TCP ↔ TCP legs (passthrough routes, passthrough egress) move bytes. TLS legs
+/// always copy: rustls needs the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Splice {
+    /// splice(2) through a pipe per direction on Linux, falling back to copying for a
+    /// connection whose sockets the kernel refuses to splice; copying elsewhere.
+    #[default]
+    Auto,
+    /// Always copy through userspace buffers (for comparison, or a kernel that misbehaves).
+    Off,
+}
+
+impl Splice {
+    /// The YAML spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Off => "off",
+        }
+    }
 }
 
 /// Where the gateway's own identity and the peers' trust anchors come from.

@@ -32,6 +32,7 @@ pub fn dump(config: &Config) -> Value {
             "ejection_base": human(config.upstream.ejection_base),
             "ejection_max": human(config.upstream.ejection_max),
             "buffer_bytes": config.upstream.buffer_bytes,
+            "splice": config.upstream.splice.as_str(),
         },
         "drain_timeout": human(config.drain_timeout),
         "reload": { "watch_interval": config.watch_interval.map(human) },

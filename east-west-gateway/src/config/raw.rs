@@ -65,6 +65,7 @@ pub(crate) struct RawUpstream {
     pub(crate) ejection_base: Option<String>,
     pub(crate) ejection_max: Option<String>,
     pub(crate) buffer_bytes: Option<usize>,
+    pub(crate) splice: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

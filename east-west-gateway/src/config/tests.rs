@@ -391,3 +391,25 @@ fn every_gateway_needs_an_sni_and_a_trust_domain() {
         &["egress[0].gateways[1]: sni and trust_domain apply to mtls egress only"],
     );
 }
+
+#[test]
+fn splice_is_auto_unless_turned_off() {
+    let auto = parse(MINIMAL).expect("valid");
+    assert_eq!(auto.upstream.splice, Splice::Auto);
+    assert_eq!(dump(&auto)["upstream"]["splice"], "auto");
+    let off = parse(&format!("{MINIMAL}upstream: {{ splice: off }}\n")).expect("valid");
+    assert_eq!(off.upstream.splice, Splice::Off);
+    assert_eq!(dump(&off)["upstream"]["splice"], "off");
+    let explicit = parse(&format!("{MINIMAL}upstream: {{ splice: auto }}\n")).expect("valid");
+    assert_eq!(explicit.upstream.splice, Splice::Auto);
+    for bad in ["always", "false", "Off"] {
+        assert_error(
+            &format!("{MINIMAL}upstream: {{ splice: {bad} }}\n"),
+            &[
+                &format!("upstream.splice: unknown value \"{bad}\""),
+                "`auto`",
+                "`off`",
+            ],
+        );
+    }
+}

@@ -16,7 +16,7 @@ use super::{
     DEFAULT_CLUSTER_DOMAIN, DEFAULT_CONNECT_ATTEMPTS, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_DRAIN_TIMEOUT, DEFAULT_EJECTION_BASE, DEFAULT_EJECTION_MAX, DEFAULT_HELLO_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT, DEFAULT_INGRESS_LISTEN, DEFAULT_MAX_CONNECTIONS, DEFAULT_WATCH_INTERVAL,
-    Egress, EgressMode, Endpoint, Error, Ingress, Mode, Route, Tls, TlsFiles, Upstream,
+    Egress, EgressMode, Endpoint, Error, Ingress, Mode, Route, Splice, Tls, TlsFiles, Upstream,
 };
 use crate::names;
 use crate::route::{self, Pattern};
@@ -109,6 +109,17 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Error> {
             u.buffer_bytes,
             DEFAULT_BUFFER_BYTES,
         )?,
+        splice: match u.splice.as_deref() {
+            None | Some("auto") => Splice::Auto,
+            Some("off") => Splice::Off,
+            Some(other) => {
+                return Err(invalid(
+                    "upstream.splice",
+                    format!("unknown value {other:?}"),
+                    "use `auto` (splice(2) for plain TCP legs on Linux, the default) or `off` (always copy)",
+                ));
+            }
+        },
     };
     if upstream.ejection_max < upstream.ejection_base {
         return Err(invalid(

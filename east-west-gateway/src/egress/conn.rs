@@ -104,10 +104,7 @@ pub(super) async fn handle(
         total: &record.sent,
         counter: &sent,
     };
-    let limits = splice::Limits {
-        buffer_bytes: config.upstream.buffer_bytes,
-        idle_timeout: config.upstream.idle_timeout,
-    };
+    let limits = splice::Limits::of(&config.upstream);
     record.outcome = match upstream {
         Upstream::Tls(tls) => {
             let (client, remote) = (client.split(), tokio::io::split(*tls));
@@ -120,7 +117,7 @@ pub(super) async fn handle(
                 let n = u64::try_from(hello.len()).unwrap_or(u64::MAX);
                 up.total.fetch_add(n, Ordering::Relaxed);
                 up.counter.inc_by(n);
-                splice::pump(client.split(), tcp.split(), up, down, limits, &mut drain).await
+                splice::pump_tcp(&mut client, &mut tcp, up, down, limits, &mut drain).await
             }
         }
     };

@@ -1,5 +1,6 @@
 //! Passthrough: connect to an endpoint (retrying others before any byte is sent), replay the
-//! buffered ClientHello, then splice bytes both ways untouched ([`splice::pump`]).
+//! buffered ClientHello (consumed while detecting it, so it is written, not spliced), then move
+//! bytes both ways untouched: splice(2) when `upstream.splice` allows it ([`splice::pump_tcp`]).
 
 use std::sync::atomic::Ordering;
 
@@ -38,9 +39,9 @@ pub(super) async fn forward(
     let hello_len = u64::try_from(hello.len()).unwrap_or(u64::MAX);
     record.received.fetch_add(hello_len, Ordering::Relaxed);
     received.inc_by(hello_len);
-    splice::pump(
-        client.split(),
-        upstream.split(),
+    splice::pump_tcp(
+        client,
+        &mut upstream,
         Tally {
             total: &record.received,
             counter: &received,
@@ -49,17 +50,10 @@ pub(super) async fn forward(
             total: &record.sent,
             counter: &sent,
         },
-        limits(upstream_config),
+        splice::Limits::of(upstream_config),
         drain,
     )
     .await
-}
-
-pub(super) fn limits(upstream: &config::Upstream) -> splice::Limits {
-    splice::Limits {
-        buffer_bytes: upstream.buffer_bytes,
-        idle_timeout: upstream.idle_timeout,
-    }
 }
 
 /// Tries up to `connect_attempts` distinct endpoints. Nothing has been written upstream yet, so

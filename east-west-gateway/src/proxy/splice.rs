@@ -1,25 +1,64 @@
-//! The byte pump shared by every forwarding path (passthrough, terminate, egress): copy both
-//! ways until both sides have closed, the connection idles out, or the drain deadline cuts it.
+//! The byte pump shared by every forwarding path (passthrough, terminate, egress): move bytes
+//! both ways until both sides have closed, the connection idles out, or the drain deadline cuts
+//! it.
 //!
 //! Half-close is preserved: EOF from one side becomes a write shutdown (FIN) toward the other,
 //! and the opposite direction keeps flowing.
 //!
-//! This is a userspace copy with an adaptive buffer per direction (16 KiB, doubling up to
-//! `upstream.buffer_bytes`). Measured on the 2-core dev machine, one bulk stream with a Python
-//! load generator: 16 KiB fixed ≈ 6 Gb/s, 64 KiB ≈ 8 Gb/s, 256 KiB ≈ 10 Gb/s, adaptive up to
-//! 256 KiB ≈ 8–9 Gb/s (direct ≈ 13–20; runs vary ±20%).
-//! splice(2) needs unsafe code or another crate and HAProxy gained only 10–15% from it on this
-//! machine kind's loopback (see the performance notes), so it waits for a benchmark to justify it.
+//! Two engines, with the same semantics (half-close, idle timeout, drain deadline, byte tallies,
+//! outcome):
+//!
+//! - [`pump`] copies through userspace with an adaptive buffer per direction (16 KiB, doubling
+//!   up to `upstream.buffer_bytes`). Every TLS leg uses it (terminate, mTLS egress): rustls
+//!   needs the bytes.
+//! - [`pump_tcp`] joins two plain TCP sockets (passthrough routes after the replayed
+//!   ClientHello, passthrough egress). With `upstream.splice: auto` (the default) on Linux it
+//!   moves bytes socket → pipe → socket with splice(2), one pipe per direction, so payload never
+//!   enters userspace ([`pipe`]). A pipe starts at the kernel's default size (64 KiB) and grows
+//!   ×4 up to `upstream.buffer_bytes` (F_SETPIPE_SZ) while splices fill it, like the copy
+//!   buffer. A direction whose first splice the kernel refuses (EINVAL, ENOSYS, EOPNOTSUPP,
+//!   EPERM: fd types or a sandbox without splice) or whose pipe cannot be created (EMFILE)
+//!   falls back to copying before any byte moved, logged once per process; any byte already in
+//!   its pipe is read back and written first, so nothing is lost. Copying also takes over a
+//!   direction at a TCP urgent mark, which splice(2) cannot pass. Costs: 4 pipe fds per
+//!   connection, and pipe pages count against `fs.pipe-user-pages-soft` for non-root users
+//!   (past it the kernel hands out small pipes, which still work, just with more syscalls).
+//!
+//! Measured on the 2-core dev machine: release build, one 2 GiB stream over loopback from a
+//! Python sender to a Python sink, which share the 2 cores with the gateway; medians of 5 runs.
+//! Other builds were running, so single runs varied by ±30% and more.
+//!
+//! | path                 | Gb/s | gateway CPU-s per GiB |
+//! |----------------------|------|-----------------------|
+//! | direct (no gateway)  | ≈ 36 | –                     |
+//! | `splice: auto`       | ≈ 18 | 0.27 (0.23–0.33 over all runs) |
+//! | `splice: off` (copy) | ≈ 18 | 0.36 (0.29–0.55 over all runs) |
+//!
+//! On loopback the sender and sink are the bottleneck, and no throughput ranking survived the
+//! noise: with the gateway pinned to one core and the load generator on the other, medians
+//! ranged 11–15 Gb/s spliced and 10–21 copied. What splice reliably saves is gateway CPU
+//! (about a quarter per byte; 0.23–0.27 with 1 MiB pipes, `buffer_bytes: 1048576`), which is
+//! what limits aggregate throughput when many streams share the gateway's cores. Earlier
+//! copy-only measurements of buffer sizes: 16 KiB fixed ≈ 6 Gb/s, 64 KiB ≈ 8, 256 KiB ≈ 10,
+//! adaptive up to 256 KiB ≈ 8–9.
 
+#[cfg(target_os = "linux")]
+mod pipe;
+#[cfg(all(test, target_os = "linux"))]
+mod tests;
+
+use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::Outcome;
+use crate::config::Splice;
 use crate::drain;
 
 /// First copy buffer per direction; grows by doubling up to `upstream.buffer_bytes`.
@@ -35,12 +74,44 @@ pub(crate) struct Tally<'a> {
 /// Limits of one pump.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
+    /// Largest copy buffer, or splice pipe, per direction.
     pub(crate) buffer_bytes: usize,
     pub(crate) idle_timeout: Duration,
+    /// Whether [`pump_tcp`] may splice.
+    pub(crate) splice: Splice,
+}
+
+impl Limits {
+    pub(crate) fn of(upstream: &crate::config::Upstream) -> Self {
+        Self {
+            buffer_bytes: upstream.buffer_bytes,
+            idle_timeout: upstream.idle_timeout,
+            splice: upstream.splice,
+        }
+    }
+}
+
+/// Joins two plain TCP sockets: splice(2) when `limits.splice` allows it (Linux), else
+/// [`pump`]. `up` counts client → upstream bytes.
+pub(crate) async fn pump_tcp(
+    client: &mut TcpStream,
+    upstream: &mut TcpStream,
+    up: Tally<'_>,
+    down: Tally<'_>,
+    limits: Limits,
+    drain: &mut drain::Watch,
+) -> Outcome {
+    #[cfg(target_os = "linux")]
+    if limits.splice == Splice::Auto {
+        let ops = &pipe::SYSTEM;
+        return pipe::pump(client, upstream, up, down, limits, drain, ops)
+            .await
+            .outcome;
+    }
+    pump(client.split(), upstream.split(), up, down, limits, drain).await
 }
 
 /// Copies `client` ⇄ `upstream` until done; `up` counts client → upstream bytes.
-#[allow(clippy::too_many_arguments)] // two streams, two tallies, limits, drain: all distinct
 pub(crate) async fn pump<CR, CW, UR, UW>(
     (mut client_read, mut client_write): (CR, CW),
     (mut upstream_read, mut upstream_write): (UR, UW),
@@ -55,46 +126,98 @@ where
     UR: AsyncRead + Unpin,
     UW: AsyncWrite + Unpin,
 {
-    let start = Instant::now();
-    let last_activity = AtomicU64::new(0);
-    let up = Half {
-        tally: up,
-        last_activity: &last_activity,
-        start,
-    };
-    let down = Half {
-        tally: down,
-        last_activity: &last_activity,
-        start,
-    };
+    let clock = Clock::new();
+    let up = Half::new(up, &clock);
+    let down = Half::new(down, &clock);
     let buffer = limits.buffer_bytes;
-    let both = async {
-        tokio::try_join!(
-            up.copy(&mut client_read, &mut upstream_write, buffer),
-            down.copy(&mut upstream_read, &mut client_write, buffer),
-        )
-    };
+    let both = drive(
+        up.copy(&mut client_read, &mut upstream_write, buffer),
+        down.copy(&mut upstream_read, &mut client_write, buffer),
+        &clock,
+        limits.idle_timeout,
+        drain,
+    );
+    match both.await {
+        Ok(((), ())) => Outcome::Forwarded,
+        Err(outcome) => outcome,
+    }
+}
+
+/// Runs both directions until both finish (`Ok`), one fails, the connection idles out, or the
+/// drain deadline passes.
+async fn drive<T, U, D>(
+    up: U,
+    down: D,
+    clock: &Clock,
+    idle_timeout: Duration,
+    drain: &mut drain::Watch,
+) -> Result<(T, T), Outcome>
+where
+    U: Future<Output = io::Result<T>>,
+    D: Future<Output = io::Result<T>>,
+{
     tokio::select! {
-        result = both => match result {
-            Ok(_) => Outcome::Forwarded,
-            Err(error) => {
-                tracing::debug!(%error, "forwarding failed");
-                Outcome::Reset
+        result = async { tokio::try_join!(up, down) } => result.map_err(|error| {
+            tracing::debug!(%error, "forwarding failed");
+            Outcome::Reset
+        }),
+        () = clock.idle(idle_timeout) => Err(Outcome::IdleTimeout),
+        () = drain.closed() => Err(Outcome::Drained),
+    }
+}
+
+/// When a connection last moved a byte, either way.
+struct Clock {
+    start: Instant,
+    /// Milliseconds since `start`.
+    last_activity: AtomicU64,
+}
+
+impl Clock {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            last_activity: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let millis = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_activity.store(millis, Ordering::Relaxed);
+    }
+
+    /// Resolves once neither direction has moved a byte for `timeout`.
+    async fn idle(&self, timeout: Duration) {
+        loop {
+            let last = Duration::from_millis(self.last_activity.load(Ordering::Relaxed));
+            let deadline = self.start + last + timeout;
+            if Instant::now() >= deadline {
+                return;
             }
-        },
-        () = idle(&last_activity, start, limits.idle_timeout) => Outcome::IdleTimeout,
-        () = drain.closed() => Outcome::Drained,
+            tokio::time::sleep_until(deadline).await;
+        }
     }
 }
 
 /// Per-direction accounting.
 struct Half<'a> {
     tally: Tally<'a>,
-    last_activity: &'a AtomicU64,
-    start: Instant,
+    clock: &'a Clock,
 }
 
-impl Half<'_> {
+impl<'a> Half<'a> {
+    fn new(tally: Tally<'a>, clock: &'a Clock) -> Self {
+        Self { tally, clock }
+    }
+
+    /// Counts `n` bytes delivered to the writer.
+    fn record(&self, n: usize) {
+        let n = u64::try_from(n).unwrap_or(u64::MAX);
+        self.tally.total.fetch_add(n, Ordering::Relaxed);
+        self.tally.counter.inc_by(n);
+        self.clock.touch();
+    }
+
     async fn copy<R, W>(&self, from: &mut R, to: &mut W, max_buffer: usize) -> io::Result<()>
     where
         R: AsyncRead + Unpin,
@@ -118,27 +241,7 @@ impl Half<'_> {
             to.write_all(&buf[..n]).await?;
             // TLS writers buffer a record; push it out now (a no-op on plain TCP).
             to.flush().await?;
-            let n = u64::try_from(n).unwrap_or(u64::MAX);
-            self.tally.total.fetch_add(n, Ordering::Relaxed);
-            self.tally.counter.inc_by(n);
-            self.last_activity
-                .store(millis_since(self.start), Ordering::Relaxed);
+            self.record(n);
         }
     }
-}
-
-/// Resolves once neither direction has moved a byte for `timeout`.
-async fn idle(last_activity: &AtomicU64, start: Instant, timeout: Duration) {
-    loop {
-        let last = Duration::from_millis(last_activity.load(Ordering::Relaxed));
-        let deadline = start + last + timeout;
-        if Instant::now() >= deadline {
-            return;
-        }
-        tokio::time::sleep_until(deadline).await;
-    }
-}
-
-fn millis_since(start: Instant) -> u64 {
-    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
 }

@@ -1,7 +1,8 @@
 //! Terminate: finish the gateway-to-gateway mTLS handshake the peer gateway started (the peeked
 //! ClientHello is replayed into rustls), verify the peer against the bundle map and authorize it
 //! for the route inside the handshake, so a refused peer gets a TLS alert and never a route;
-//! then connect to an endpoint and splice plaintext ([`splice::pump`]).
+//! then connect to an endpoint and copy plaintext ([`splice::pump`]; rustls needs the bytes, so
+//! this path never uses splice(2)).
 
 use std::io;
 use std::pin::Pin;
@@ -90,7 +91,7 @@ where
             total: &record.sent,
             counter: &sent,
         },
-        passthrough::limits(&config.upstream),
+        splice::Limits::of(&config.upstream),
         drain,
     )
     .await

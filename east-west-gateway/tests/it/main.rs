@@ -13,3 +13,4 @@ mod metrics;
 mod mtls;
 mod passthrough;
 mod reconcile;
+mod splice;

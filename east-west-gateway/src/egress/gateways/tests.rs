@@ -16,6 +16,7 @@ fn upstream() -> config::Upstream {
         ejection_base: Duration::from_secs(1),
         ejection_max: Duration::from_secs(30),
         buffer_bytes: 1 << 16,
+        splice: config::Splice::Auto,
     }
 }
 

@@ -10,6 +10,7 @@ fn upstream() -> config::Upstream {
         ejection_base: Duration::from_secs(1),
         ejection_max: Duration::from_secs(8),
         buffer_bytes: 1024,
+        splice: config::Splice::Auto,
     }
 }
 
