@@ -1,9 +1,12 @@
-//! `cargo xtask demo`: a scripted walk through the CLIs, printed as a user would type it.
+//! `cargo xtask demo`: the multicloud demo (`examples/multicloud`), or with `trust` the trust
+//! quickstart, a scripted walk through the `trust-bundle` CLI.
 //!
-//! A demo is a function over a [`Session`]: a fresh work directory with the workspace binaries
-//! first on `PATH`. Each step prints `$ command` and the command's output, and checks that the
-//! command succeeded, or was refused for the stated reason. The quickstart is today's demo; a new
-//! one (the multicloud topology) is another module and a one-line change in [`run`].
+//! The multicloud demo is its own binary, so it can be run without the xtask (and keeps running
+//! under `--keep-running`); the xtask builds the workspace binaries it drives and runs it with
+//! the arguments given after `--`. The quickstart is a function over a [`Session`]: a fresh work
+//! directory with the workspace binaries first on `PATH`. Each step prints `$ command` and the
+//! command's output, and checks that the command succeeded, or was refused for the stated
+//! reason.
 
 mod quickstart;
 
@@ -16,7 +19,39 @@ use anyhow::{Context, bail, ensure};
 
 use crate::sh;
 
-pub(crate) fn run() -> anyhow::Result<()> {
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct Args {
+    #[command(subcommand)]
+    demo: Option<Demo>,
+    /// Arguments for the multicloud demo, after `--` (e.g. `-- --keep-running`, `-- --help`)
+    #[arg(last = true)]
+    args: Vec<OsString>,
+}
+
+#[derive(clap::Subcommand)]
+enum Demo {
+    /// The trust quickstart: a shared root, cluster intermediates, identities, a bundle map
+    Trust,
+}
+
+pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
+    match args.demo {
+        None => multicloud(&args.args),
+        Some(Demo::Trust) => trust(),
+    }
+}
+
+/// Builds every workspace binary (debug: a release build of the workspace takes minutes on a
+/// small machine, and the demo spends its time waiting on the network, not computing), then
+/// runs `multicloud` from the current directory, so its work dir defaults to `./demo-work`.
+fn multicloud(args: &[OsString]) -> anyhow::Result<()> {
+    sh::run(sh::cargo().args(["build", "--workspace", "--bins"]))?;
+    let demo = sh::target_dir().join("debug").join("multicloud");
+    sh::run(Command::new(demo).args(args))
+}
+
+fn trust() -> anyhow::Result<()> {
     let bin_dir = build_bins(quickstart::BINS)?;
     let session = Session::fresh(&sh::target_dir().join("quickstart"), &bin_dir)?;
     quickstart::run(&session)?;

@@ -38,8 +38,9 @@ enum Command {
     Fuzz(fuzz::Args),
     /// Regenerate the fuzz seed corpora from the trust-bundle CLI and real TLS clients
     FuzzSeeds,
-    /// Run the demo, printing each command as a user would type it
-    Demo,
+    /// Run the multicloud demo (`demo trust`: the trust quickstart), printing each command as
+    /// a user would type it
+    Demo(demo::Args),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +61,6 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Ci(args) => ci::ci(&args),
         Command::Fuzz(args) => fuzz::run(&args),
         Command::FuzzSeeds => fuzz::seeds::generate(),
-        Command::Demo => demo::run(),
+        Command::Demo(args) => demo::run(&args),
     }
 }

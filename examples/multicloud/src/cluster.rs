@@ -1,0 +1,519 @@
+//! One cluster on loopback: an echo endpoint, a gateway driven by its controller, and the
+//! controller with a file registry; and the `federation-ctl` verbs run against it.
+//!
+//! Files live in `<work>/<name>/` and are written with paths relative to the file that names
+//! them, as a user would: `registry.yaml`, `gateway.yaml` (the gateway's bootstrap),
+//! `controller.yaml`, the CA in `ca/`, the state directory `state/` with the API socket
+//! `state/api.sock`, and each process's stdout and stderr in `<process>.out` / `.err`.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::echo::Echo;
+use crate::process::Process;
+use crate::shell::Shell;
+use crate::{Error, PATIENCE, Result};
+
+/// The echo service every cluster's registry lists (exported only when asked).
+pub const ECHO: &str = "echo.default";
+
+/// How a cluster is set up. Ports are preferences: a port that is taken falls back to any free
+/// one, so a busy machine slows nothing down and fails nothing.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The loopback address every listener of the cluster binds.
+    pub host: IpAddr,
+    pub ingress_port: u16,
+    pub admin_port: u16,
+    pub peering_port: u16,
+    /// First port of the block of 20 for the egress listeners of imported services.
+    pub egress_port: Option<u16>,
+    /// Import preferences, most preferred first.
+    pub preferences: Vec<String>,
+    pub heartbeat: Duration,
+    pub missed_heartbeats: u32,
+    /// Print the config files as they are written (when the shell is verbose).
+    pub show_files: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            ingress_port: 0,
+            admin_port: 0,
+            peering_port: 0,
+            egress_port: None,
+            preferences: Vec::new(),
+            // Fast leases: the scenarios watch them lapse.
+            heartbeat: Duration::from_millis(200),
+            missed_heartbeats: 4,
+            show_files: true,
+        }
+    }
+}
+
+/// Number of egress ports per cluster: plenty for the services of a demo or a scenario.
+const EGRESS_PORTS: u16 = 20;
+
+/// A single-use peering token and the cluster that issued it.
+#[derive(Debug, Clone)]
+pub struct Token {
+    pub value: String,
+    pub issuer: String,
+}
+
+impl Token {
+    pub fn as_str(&self) -> &str {
+        &self.value
+    }
+}
+
+pub struct Cluster {
+    pub name: String,
+    pub host: IpAddr,
+    /// `<work>/<name>`, for reading the files it holds.
+    pub dir: PathBuf,
+    pub echo: Echo,
+    pub gateway: Process,
+    pub ingress: SocketAddr,
+    pub admin: SocketAddr,
+    pub controller: Process,
+    /// The API socket, relative to the work directory (as the CLI is given it).
+    pub api: PathBuf,
+    pub peering: SocketAddr,
+    pub egress_ports: (u16, u16),
+    shell: Shell,
+    rel: PathBuf,
+    bootstrap: PathBuf,
+    config: PathBuf,
+}
+
+impl Cluster {
+    /// Starts the gateway first (its ingress address goes into the controller's config; it
+    /// connects as soon as the controller's socket exists), then the controller, and waits for
+    /// the gateway's first config. `ca` is relative to the work directory.
+    ///
+    /// A preferred port found free can be taken by someone else before our process binds it
+    /// (another demo starting at the same moment); then the cluster starts again on any free
+    /// ports.
+    pub fn start(shell: &Shell, name: &str, ca: &Path, opts: &Options) -> Result<Self> {
+        let fixed = opts.ingress_port != 0
+            || opts.admin_port != 0
+            || opts.peering_port != 0
+            || opts.egress_port.is_some();
+        match Self::start_once(shell, name, ca, opts) {
+            Err(e) if fixed && e.to_string().contains("Address already in use") => {
+                shell.note(&format!(
+                    "{name}: a port was taken meanwhile; starting again on any free ports"
+                ));
+                let any = Options {
+                    ingress_port: 0,
+                    admin_port: 0,
+                    peering_port: 0,
+                    egress_port: None,
+                    ..opts.clone()
+                };
+                Self::start_once(shell, name, ca, &any)
+            }
+            started => started,
+        }
+    }
+
+    fn start_once(shell: &Shell, name: &str, ca: &Path, opts: &Options) -> Result<Self> {
+        let rel = PathBuf::from(name);
+        let dir = shell.work().join(&rel);
+        std::fs::create_dir_all(&dir).map_err(Error::io(format!("create {}", dir.display())))?;
+        let host = opts.host;
+        let files = Files {
+            shell,
+            show: opts.show_files,
+        };
+        let echo = Echo::start(host, name)?;
+        shell.note(&format!(
+            "{name}: the {ECHO} endpoint, http://{} in this process, answers \"{name}\"",
+            echo.addr
+        ));
+        let registry = format!(
+            "services:\n  - name: echo\n    namespace: default\n    ports: [{{ name: http, port: 8080, target_port: {} }}]\n    endpoints: [{{ address: {host} }}]\nexports: []\n",
+            echo.addr.port()
+        );
+        files.write(&rel.join("registry.yaml"), &registry)?;
+
+        let bootstrap = rel.join("gateway.yaml");
+        let ingress = SocketAddr::new(host, free_or_any(host, opts.ingress_port));
+        let admin = SocketAddr::new(host, free_or_any(host, opts.admin_port));
+        files.write(&bootstrap, &gateway_yaml(name, ingress, admin))?;
+        let api = rel.join("state").join("api.sock");
+        let gateway = spawn_gateway(shell, name, &rel, &api, &bootstrap)?;
+        let ready = gateway.wait_event("ready", |_| true)?;
+        let address = |field: &str| -> Result<SocketAddr> {
+            ready[field]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| gateway.fail(&format!("its ready event has no {field} address")))
+        };
+        let (ingress, admin) = (address("ingress")?, address("admin")?);
+
+        let egress_ports = egress_block(host, opts.egress_port)?;
+        let config = rel.join("controller.yaml");
+        let controller_yaml = format!(
+            "cluster: {name}\nca: {ca}\nregistry: {{ file: registry.yaml, watch_interval: 100ms }}\nstate_dir: state\npeering: {{ listen: {host}:{peering} }}\ngateways:\n  addresses: [{ingress}]\n  egress: {{ address: {host}, ports: {first}-{last} }}\nlease: {{ heartbeat_interval: {hb}ms, missed_heartbeats: {missed} }}\npreferences: [{prefs}]\n",
+            ca = relative_to(ca, &rel).display(),
+            peering = free_or_any(host, opts.peering_port),
+            first = egress_ports.0,
+            last = egress_ports.1,
+            hb = opts.heartbeat.as_millis(),
+            missed = opts.missed_heartbeats,
+            prefs = opts.preferences.join(", "),
+        );
+        files.write(&config, &controller_yaml)?;
+        let (controller, peering) = spawn_controller(shell, name, &rel, &config)?;
+        let cluster = Self {
+            name: name.to_owned(),
+            host,
+            dir,
+            echo,
+            gateway,
+            ingress,
+            admin,
+            controller,
+            api,
+            peering,
+            egress_ports,
+            shell: shell.clone(),
+            rel,
+            bootstrap,
+            config,
+        };
+        // The gateway has its first config once the controller serves.
+        cluster
+            .gateway
+            .wait_event("config", |e| e["result"] == "applied")?;
+        Ok(cluster)
+    }
+
+    /// SIGKILLs the controller.
+    pub fn kill_controller(&mut self) {
+        self.controller.kill();
+    }
+
+    /// Starts the controller again from the same config and state directory.
+    pub fn restart_controller(&mut self) -> Result<()> {
+        self.controller.kill();
+        let (controller, peering) =
+            spawn_controller(&self.shell, &self.name, &self.rel, &self.config)?;
+        self.controller = controller;
+        self.peering = peering;
+        Ok(())
+    }
+
+    /// SIGKILLs the gateway, echoed as `kill -KILL PID`.
+    pub fn kill_gateway(&mut self) {
+        self.shell.echo(&format!(
+            "kill -KILL {}    # {}'s gateway",
+            self.gateway.pid(),
+            self.name
+        ));
+        self.gateway.kill();
+    }
+
+    /// Starts the gateway again on the addresses it had (the controller advertises them to
+    /// peers) and waits for its first config.
+    pub fn restart_gateway(&mut self) -> Result<()> {
+        self.gateway.kill();
+        std::fs::write(
+            self.shell.work().join(&self.bootstrap),
+            gateway_yaml(&self.name, self.ingress, self.admin),
+        )
+        .map_err(Error::io(format!("write {}", self.bootstrap.display())))?;
+        self.gateway = spawn_gateway(
+            &self.shell,
+            &self.name,
+            &self.rel,
+            &self.api,
+            &self.bootstrap,
+        )?;
+        self.gateway
+            .wait_event("config", |e| e["result"] == "applied")?;
+        Ok(())
+    }
+
+    /// `federation-ctl --controller <api> ARGS`, run from the work directory.
+    pub fn ctl(&self, args: &[&str]) -> Result<Command> {
+        let mut cmd = self.shell.command("federation-ctl")?;
+        cmd.arg("--controller").arg(&self.api).args(args);
+        Ok(cmd)
+    }
+
+    /// The `ctl` command line as a user types it.
+    fn ctl_line(&self, args: &str) -> String {
+        format!("federation-ctl --controller {} {args}", self.api.display())
+    }
+
+    /// Runs a verb, echoed with its output (table form) when the shell is verbose.
+    pub fn show(&self, args: &[&str]) -> Result<String> {
+        self.shell.run(&mut self.ctl(args)?)
+    }
+
+    /// A fresh peering token, echoed as `TOKEN=$(… link token)`.
+    pub fn token(&self) -> Result<Token> {
+        let out = self.shell.run_as(
+            &format!("TOKEN=$({})", self.ctl_line("link token")),
+            &mut self.ctl(&["link", "token"])?,
+            false,
+        )?;
+        Ok(Token {
+            value: out.trim().to_owned(),
+            issuer: self.name.clone(),
+        })
+    }
+
+    /// Redeems `token` (made by another cluster), echoed as `… link join "$TOKEN"`, and waits
+    /// until the link is connected.
+    pub fn join(&self, token: &Token) -> Result<()> {
+        self.shell.run_as(
+            &self.ctl_line("link join \"$TOKEN\""),
+            &mut self.ctl(&["link", "join", token.as_str()])?,
+            true,
+        )?;
+        let peer = token.issuer.as_str();
+        self.wait_links(&format!("link with {peer} connected"), |links| {
+            links
+                .iter()
+                .any(|l| l["peer"] == peer && l["state"] == "connected")
+        })
+    }
+
+    pub fn export(&self, service: &str) -> Result<()> {
+        self.show(&["export", service]).map(drop)
+    }
+
+    pub fn unlink(&self, peer: &str) -> Result<()> {
+        self.show(&["unlink", peer]).map(drop)
+    }
+
+    /// `links -o json`, silently.
+    pub fn links(&self) -> Result<Vec<Value>> {
+        Ok(self
+            .json_verb(&["links", "-o", "json"])?
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    /// `services -o json`, silently.
+    pub fn services(&self) -> Result<Value> {
+        self.json_verb(&["services", "-o", "json"])
+    }
+
+    fn json_verb(&self, args: &[&str]) -> Result<Value> {
+        let mut cmd = self.ctl(args)?;
+        let out = crate::run_ok(&mut cmd)?;
+        serde_json::from_str(&out).map_err(|e| Error::Output {
+            command: crate::shell::display(&cmd),
+            detail: e.to_string(),
+        })
+    }
+
+    /// Polls `links` until `pred` holds (bounded).
+    pub fn wait_links(&self, what: &str, pred: impl Fn(&[Value]) -> bool) -> Result<()> {
+        self.poll(what, || Ok(pred(&self.links()?)))
+    }
+
+    /// Polls `services` until the import of `service` satisfies `pred` (`None`: no import);
+    /// the import last seen.
+    pub fn wait_import(
+        &self,
+        what: &str,
+        service: &str,
+        pred: impl Fn(Option<&Value>) -> bool,
+    ) -> Result<Option<Value>> {
+        let mut found = None;
+        self.poll(what, || {
+            let services = self.services()?;
+            let import = services["imports"]
+                .as_array()
+                .and_then(|a| a.iter().find(|i| i["service"] == service))
+                .cloned();
+            let ok = pred(import.as_ref());
+            found = import;
+            Ok(ok)
+        })?;
+        Ok(found)
+    }
+
+    /// The local egress listener for `service`'s first port, once imported.
+    pub fn listener(&self, service: &str) -> Result<SocketAddr> {
+        let import = self.wait_import(&format!("{service} imported"), service, |i| {
+            i.is_some_and(|i| i["listeners"][0].as_str().is_some_and(|l| !l.is_empty()))
+        })?;
+        import
+            .as_ref()
+            .and_then(|i| i["listeners"][0].as_str())
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| {
+                self.controller
+                    .fail(&format!("no listener address for {service}"))
+            })
+    }
+
+    /// What `topology.json` says about this cluster.
+    pub fn json(&self) -> Value {
+        let work = self.shell.work();
+        let process = |p: &Process| {
+            json!({
+                "pid": p.pid(),
+                "running": p.is_alive(),
+                "stdout": p.stdout_log(),
+                "stderr": p.stderr_log(),
+            })
+        };
+        let mut controller = process(&self.controller);
+        controller["api"] = json!(work.join(&self.api));
+        controller["peering"] = json!(self.peering.to_string());
+        controller["config"] = json!(work.join(&self.config));
+        let mut gateway = process(&self.gateway);
+        gateway["ingress"] = json!(self.ingress.to_string());
+        gateway["admin"] = json!(self.admin.to_string());
+        gateway["bootstrap"] = json!(work.join(&self.bootstrap));
+        gateway["egress"] = match self.gateway.last_event("config") {
+            Some(config) if self.gateway.is_alive() => config["egress"].clone(),
+            _ => json!({}),
+        };
+        json!({
+            "address": self.host.to_string(),
+            "dir": self.dir,
+            "echo": { "address": self.echo.addr.to_string(), "pid": std::process::id() },
+            "controller": controller,
+            "gateway": gateway,
+            "egress_ports": format!("{}-{}", self.egress_ports.0, self.egress_ports.1),
+        })
+    }
+
+    fn poll(&self, what: &str, mut ok: impl FnMut() -> Result<bool>) -> Result<()> {
+        let deadline = Instant::now() + PATIENCE;
+        while !ok()? {
+            if Instant::now() > deadline {
+                return Err(Error::Timeout {
+                    what: format!("{}: {what}", self.name),
+                    logs: format!("\n{}\n{}", self.controller.logs(), self.gateway.logs()),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+}
+
+/// Writes config files, shown as heredocs when the shell is verbose and `show` is set.
+struct Files<'a> {
+    shell: &'a Shell,
+    show: bool,
+}
+
+impl Files<'_> {
+    fn write(&self, rel: &Path, text: &str) -> Result<()> {
+        if self.show {
+            self.shell
+                .echo(&format!("cat > {} <<'EOF'\n{text}EOF", rel.display()));
+        }
+        let path = self.shell.work().join(rel);
+        std::fs::write(&path, text).map_err(Error::io(format!("write {}", path.display())))
+    }
+}
+
+fn gateway_yaml(name: &str, ingress: SocketAddr, admin: SocketAddr) -> String {
+    format!(
+        "cluster: {name}\ningress: {{ listen: {ingress} }}\nadmin: {{ listen: {admin} }}\ndrain_timeout: 2s\n"
+    )
+}
+
+fn spawn_gateway(
+    shell: &Shell,
+    name: &str,
+    rel: &Path,
+    api: &Path,
+    bootstrap: &Path,
+) -> Result<Process> {
+    let mut cmd = shell.command("east-west-gateway")?;
+    cmd.arg("--controller")
+        .arg(api)
+        .arg("--config")
+        .arg(bootstrap)
+        .args(["--name", &format!("{name}-gw")])
+        .env("EWG_LOG", "info");
+    shell.spawn(&format!("{name}-gateway"), rel, "gateway", &mut cmd)
+}
+
+/// Starts the controller and waits until it serves; its peering address.
+fn spawn_controller(
+    shell: &Shell,
+    name: &str,
+    rel: &Path,
+    config: &Path,
+) -> Result<(Process, SocketAddr)> {
+    let mut cmd = shell.command("federation-ctl")?;
+    cmd.arg("controller")
+        .arg("--config")
+        .arg(config)
+        .env("FEDERATION_LOG", "info");
+    let p = shell.spawn(&format!("{name}-controller"), rel, "controller", &mut cmd)?;
+    let ready = p.wait_event("ready", |_| true)?;
+    let peering = ready["peering"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| p.fail("its ready event has no peering address"))?;
+    Ok((p, peering))
+}
+
+/// `path` (relative to the work directory) as seen from `dir` (also relative to it): the
+/// config files name paths relative to themselves.
+fn relative_to(path: &Path, dir: &Path) -> PathBuf {
+    match path.strip_prefix(dir) {
+        Ok(inside) => inside.to_owned(),
+        Err(_) if path.is_absolute() => path.to_owned(),
+        Err(_) => dir
+            .components()
+            .map(|_| Path::new(".."))
+            .collect::<PathBuf>()
+            .join(path),
+    }
+}
+
+/// `port` if it is free on `host`, else 0 (any free port).
+fn free_or_any(host: IpAddr, port: u16) -> u16 {
+    if port != 0 && TcpListener::bind((host, port)).is_ok() {
+        port
+    } else {
+        0
+    }
+}
+
+/// A block of free ports on `host` for a cluster's egress listeners: `preferred..` if free, else
+/// one in 20000-30000, away from the kernel's ephemeral range so client sockets never take them.
+fn egress_block(host: IpAddr, preferred: Option<u16>) -> Result<(u16, u16)> {
+    let free =
+        |first: u16| (first..first + EGRESS_PORTS).all(|p| TcpListener::bind((host, p)).is_ok());
+    if let Some(first) = preferred.filter(|&p| p <= u16::MAX - EGRESS_PORTS && free(p)) {
+        return Ok((first, first + EGRESS_PORTS - 1));
+    }
+    // Clusters started by concurrent tests of one process take successive slots; concurrent
+    // processes start from different ones.
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let slots = 10_000 / EGRESS_PORTS;
+    let seed = u16::try_from(std::process::id() % u32::from(slots)).unwrap_or(0);
+    for _ in 0..slots {
+        let slot = (seed + NEXT.fetch_add(1, Ordering::Relaxed)) % slots;
+        let first = 20_000 + slot * EGRESS_PORTS;
+        if free(first) {
+            return Ok((first, first + EGRESS_PORTS - 1));
+        }
+    }
+    Err(Error::NoPorts(EGRESS_PORTS))
+}

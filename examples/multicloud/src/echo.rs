@@ -1,0 +1,69 @@
+//! An HTTP/1.0 endpoint that answers every request with a fixed body (its cluster's name, so a
+//! call shows which cluster served it; curl works), and the client that calls it.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+use crate::{Error, Result};
+
+/// A running echo endpoint; it serves on its own threads until the process ends.
+#[derive(Debug)]
+pub struct Echo {
+    pub addr: SocketAddr,
+}
+
+impl Echo {
+    /// Listens on `host`, any free port, and answers `body`.
+    pub fn start(host: IpAddr, body: &str) -> Result<Self> {
+        let listener =
+            TcpListener::bind((host, 0)).map_err(Error::io(format!("bind echo on {host}")))?;
+        let addr = listener
+            .local_addr()
+            .map_err(Error::io("echo listener address"))?;
+        let body = body.to_owned();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let body = body.clone();
+                std::thread::spawn(move || answer(conn, &body));
+            }
+        });
+        Ok(Self { addr })
+    }
+}
+
+/// Reads one request head and answers `body`; a client that goes away is not our problem.
+fn answer(mut conn: TcpStream, body: &str) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut req = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => req.extend_from_slice(&buf[..n]),
+        }
+    }
+    let resp = format!(
+        "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}\n",
+        body.len() + 1
+    );
+    let _ = conn.write_all(resp.as_bytes());
+}
+
+/// One HTTP call over plain TCP to `addr`; the response body, trimmed, or why it failed.
+pub fn call(addr: SocketAddr) -> Result<String, String> {
+    let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    conn.write_all(b"GET / HTTP/1.0\r\nHost: echo\r\n\r\n")
+        .map_err(|e| format!("write: {e}"))?;
+    let mut resp = String::new();
+    conn.read_to_string(&mut resp)
+        .map_err(|e| format!("read: {e}"))?;
+    match resp.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.0 200") => Ok(body.trim().to_owned()),
+        _ => Err(format!("unexpected response {resp:?}")),
+    }
+}
