@@ -1,7 +1,8 @@
 //! `cargo xtask fuzz`: libFuzzer targets built and run on stable Rust.
 //!
-//! The fuzz crates use the cargo-fuzz layout (`<crate>/fuzz/`, a workspace of their own with
-//! `libfuzzer-sys`), so `cargo fuzz run` works on nightly too. Stable needs no `-Z` flag:
+//! The fuzz crates use the cargo-fuzz layout (`<crate>/fuzz/`, a crate with `libfuzzer-sys`), so
+//! `cargo fuzz run` works on nightly too; they are members of one workspace, `fuzz/`, outside the
+//! main one. Stable needs no `-Z` flag:
 //! SanitizerCoverage is an LLVM pass that `-Cpasses` and `-Cllvm-args` reach on any channel, and
 //! libfuzzer-sys compiles libFuzzer itself with the C++ compiler. What stable lacks is
 //! `-Zsanitizer=address`; our crates forbid `unsafe`, so panics and failed assertions are the
@@ -146,7 +147,13 @@ struct Stats {
 
 // === build ===
 
-/// Builds the targets' fuzz crates with coverage instrumentation; returns the binary directory.
+/// The fuzz crates' workspace, relative to the workspace root.
+const FUZZ_WORKSPACE: &str = "fuzz";
+
+/// Builds the targets with coverage instrumentation; returns the binary directory.
+///
+/// One cargo run builds every target, from the fuzz workspace: features are unified across the
+/// fuzz crates, so the dependencies they share are built once.
 fn build(targets: &[&Target]) -> anyhow::Result<PathBuf> {
     sh::section("build fuzz targets", || {
         let host = host_triple()?;
@@ -155,30 +162,26 @@ fn build(targets: &[&Target]) -> anyhow::Result<PathBuf> {
         for flag in RUSTFLAGS {
             rustflags = format!("{rustflags} {flag}").trim_start().to_owned();
         }
-        let mut krates: Vec<&str> = targets.iter().map(|t| t.krate).collect();
-        krates.dedup();
-        for krate in krates {
-            let manifest = Path::new(krate).join("fuzz").join("Cargo.toml");
-            sync_lockfile(&manifest)?;
-            let mut cmd = sh::cargo();
-            cmd.args(["build", "--release", "--manifest-path"])
-                .arg(&manifest)
-                // With an explicit --target, RUSTFLAGS skips build scripts and proc macros.
-                .args(["--target", &host])
-                .env("CARGO_TARGET_DIR", &target_dir)
-                .env("RUSTFLAGS", &rustflags)
-                .env_remove("CARGO_ENCODED_RUSTFLAGS");
-            for t in targets.iter().filter(|t| t.krate == krate) {
-                cmd.args(["--bin", t.name]);
-            }
-            sh::run(&mut cmd)?;
+        let manifest = Path::new(FUZZ_WORKSPACE).join("Cargo.toml");
+        sync_lockfile(&manifest)?;
+        let mut cmd = sh::cargo();
+        cmd.args(["build", "--release", "--manifest-path"])
+            .arg(&manifest)
+            // With an explicit --target, RUSTFLAGS skips build scripts and proc macros.
+            .args(["--target", &host])
+            .env("CARGO_TARGET_DIR", &target_dir)
+            .env("RUSTFLAGS", &rustflags)
+            .env_remove("CARGO_ENCODED_RUSTFLAGS");
+        for t in targets {
+            cmd.args(["--bin", t.name]);
         }
+        sh::run(&mut cmd)?;
         Ok(target_dir.join(host).join("release"))
     })
 }
 
-/// Starts a fuzz crate's lockfile from the workspace's, so the fuzzed code runs with the
-/// dependency versions the workspace ships; cargo then only adds the fuzzing crates.
+/// Starts the fuzz workspace's lockfile from the main workspace's, so the fuzzed code runs with
+/// the dependency versions the workspace ships; cargo then only adds the fuzzing crates.
 fn sync_lockfile(manifest: &Path) -> anyhow::Result<()> {
     let workspace_lock = sh::root().join("Cargo.lock");
     let fuzz_lock = sh::root().join(manifest.with_file_name("Cargo.lock"));
