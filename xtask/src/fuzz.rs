@@ -92,11 +92,6 @@ pub(crate) fn smoke(seconds: u64) -> anyhow::Result<()> {
     fuzz_all(&bin_dir, &targets, seconds, Some(SMOKE_SEED), false)
 }
 
-/// The fuzz target sources, relative to the workspace root (for rustfmt).
-pub(crate) fn target_sources() -> Vec<PathBuf> {
-    TARGETS.iter().map(Target::source).collect()
-}
-
 // === impl Target ===
 
 struct Target {
@@ -112,12 +107,6 @@ impl Target {
     /// `<crate>/fuzz`, relative to the workspace root.
     fn fuzz_dir(&self) -> PathBuf {
         Path::new(self.krate).join("fuzz")
-    }
-
-    fn source(&self) -> PathBuf {
-        self.fuzz_dir()
-            .join("fuzz_targets")
-            .join(format!("{}.rs", self.name))
     }
 
     fn seed_dir(&self) -> PathBuf {

@@ -32,8 +32,6 @@ enum Command {
     Deps,
     /// Run deps, the workspace tests, then a bounded fuzz smoke run
     Test(ci::TestArgs),
-    /// What CI runs: fmt check, clippy with -D warnings, then everything `test` does
-    Ci(ci::TestArgs),
     /// Build the fuzz targets on stable Rust and run them for a bounded time
     Fuzz(fuzz::Args),
     /// Regenerate the fuzz seed corpora from the trust-bundle CLI and real TLS clients
@@ -58,7 +56,6 @@ fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Deps => deps::install(),
         Command::Test(args) => ci::test(&args),
-        Command::Ci(args) => ci::ci(&args),
         Command::Fuzz(args) => fuzz::run(&args),
         Command::FuzzSeeds => fuzz::seeds::generate(),
         Command::Demo(args) => demo::run(&args),
