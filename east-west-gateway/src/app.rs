@@ -158,6 +158,7 @@ pub async fn build(source: Source) -> Result<Bound, Error> {
                 bootstrap: *bootstrap,
                 applier,
                 status,
+                ingress: addresses.0,
             };
             background.push(tokio::spawn(client.run()));
         }
