@@ -95,6 +95,11 @@ pub enum LinkCommand {
     },
 }
 
+/// Unix ms as RFC 3339 (UTC), to the second.
+pub fn format_time(ms: i64) -> String {
+    output::time(ms)
+}
+
 /// A failure that maps to a specific exit code.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]

@@ -82,7 +82,7 @@ struct Message<'a> {
     message: &'a str,
 }
 
-fn time(ms: i64) -> String {
+pub(super) fn time(ms: i64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     t.format(&time::format_description::well_known::Rfc3339)
