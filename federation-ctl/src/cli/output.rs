@@ -97,7 +97,7 @@ fn ago(ms: i64) -> String {
     format!("{}s ago", secs)
 }
 
-fn emit<T: Serialize>(
+pub(super) fn emit<T: Serialize>(
     value: &T,
     out: Output,
     table: impl FnOnce() -> String,
@@ -112,7 +112,7 @@ fn emit<T: Serialize>(
 }
 
 /// Left-aligned columns, two spaces apart.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(super) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
