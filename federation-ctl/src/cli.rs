@@ -83,13 +83,15 @@ pub enum Command {
     /// One screen for this cluster: identity, gateways, links, data-path RTT, counts, warnings
     Status,
     /// Diagnose the cluster and its links; every finding has a fix, errors exit 1
-    #[command(long_about = "Diagnose the cluster and its links; every finding has a fix, errors exit 1.\n\n\
+    #[command(
+        long_about = "Diagnose the cluster and its links; every finding has a fix, errors exit 1.\n\n\
         Checks: the config, cluster intermediate and root expiry (warns within 30 and 7 days), the \
         state directory's permissions, the registry file, host names resolving, unique cluster \
         names, trust with each linked cluster, each peer gateway reachable (TCP and mutual TLS), \
         clock skew against peers, and that a gateway is connected.\n\n\
         With --config FILE the local checks run even when the controller is not running (before \
-        its first start, or when it refuses to start).")]
+        its first start, or when it refuses to start)."
+    )]
     Check {
         /// The controller's config, for the checks that need no running controller
         #[arg(long, value_name = "FILE")]

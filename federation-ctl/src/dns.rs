@@ -226,12 +226,17 @@ impl RequestHandler for Handler {
 
 /// Why the DNS server could not start.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen for DNS on {address} ({protocol}): {source}; change `dns.listen` in the controller config")]
+#[error(
+    "cannot listen for DNS on {address} ({protocol}): {error}; change `dns.listen` in the controller config"
+)]
 pub struct BindError {
     pub address: SocketAddr,
     pub protocol: &'static str,
-    pub source: std::io::Error,
+    pub error: std::io::Error,
 }
+
+/// Attempts at finding a port free for both UDP and TCP when `dns.listen` has port 0.
+const BIND_ATTEMPTS: usize = 20;
 
 /// Binds UDP and TCP on `listen` (port 0: one free port for both) and serves `zone` until the
 /// runtime stops. Returns the bound address.
@@ -240,18 +245,28 @@ pub async fn serve(
     zone: Zone,
     imports: Arc<dyn Imports>,
 ) -> Result<SocketAddr, BindError> {
-    let err = |protocol, source| BindError {
+    let err = |protocol, error| BindError {
         address: listen,
         protocol,
-        source,
+        error,
     };
-    let udp = tokio::net::UdpSocket::bind(listen)
-        .await
-        .map_err(|e| err("udp", e))?;
-    let address = udp.local_addr().map_err(|e| err("udp", e))?;
-    let tcp = tokio::net::TcpListener::bind(address)
-        .await
-        .map_err(|e| err("tcp", e))?;
+    // Port 0: the UDP port the kernel picks may be taken for TCP; try another.
+    let attempts = if listen.port() == 0 { BIND_ATTEMPTS } else { 1 };
+    let mut attempt = 0;
+    let (udp, tcp, address) = loop {
+        attempt += 1;
+        let udp = tokio::net::UdpSocket::bind(listen)
+            .await
+            .map_err(|e| err("udp", e))?;
+        let address = udp.local_addr().map_err(|e| err("udp", e))?;
+        match tokio::net::TcpListener::bind(address).await {
+            Ok(tcp) => break (udp, tcp, address),
+            Err(e) if attempt < attempts => {
+                tracing::debug!(%address, error = %e, "DNS port taken for TCP; picking another");
+            }
+            Err(e) => return Err(err("tcp", e)),
+        }
+    };
     let mut server = hickory_server::Server::new(Handler { zone, imports });
     server.register_socket(udp);
     server.register_listener(tcp, TCP_TIMEOUT, 64);

@@ -16,6 +16,8 @@ pub(crate) const APT_PACKAGES: &[&str] = &[
     "openssl",
     "curl",
     "ca-certificates",
+    // `dig`: the operate tests resolve imported services against the controller's DNS.
+    "dnsutils",
     // libfuzzer-sys compiles libFuzzer (C++) for `cargo xtask fuzz`.
     "g++",
 ];

@@ -163,7 +163,7 @@ impl Cluster {
         let egress_ports = egress_block(host, opts.egress_port)?;
         let config = rel.join("controller.yaml");
         let controller_yaml = format!(
-            "cluster: {name}\nca: {ca}\nregistry: {{ file: registry.yaml, watch_interval: 100ms }}\nstate_dir: state\npeering: {{ listen: {host}:{peering} }}\ngateways:\n  addresses: [{ingress}]\n  egress: {{ address: {host}, ports: {first}-{last} }}\nlease: {{ heartbeat_interval: {hb}ms, missed_heartbeats: {missed} }}\npreferences: [{prefs}]\n",
+            "cluster: {name}\nca: {ca}\nregistry: {{ file: registry.yaml, watch_interval: 100ms }}\nstate_dir: state\npeering: {{ listen: {host}:{peering} }}\ngateways:\n  addresses: [{ingress}]\n  egress: {{ address: {host}, ports: {first}-{last} }}\nlease: {{ heartbeat_interval: {hb}ms, missed_heartbeats: {missed} }}\npreferences: [{prefs}]\ndns: {{ listen: {host}:0 }}\n",
             ca = relative_to(ca, &rel).display(),
             peering = free_or_any(host, opts.peering_port),
             first = egress_ports.0,
@@ -196,6 +196,15 @@ impl Cluster {
             .gateway
             .wait_event("config", |e| e["result"] == "applied")?;
         Ok(cluster)
+    }
+
+    /// The controller's DNS server for imports (`NAME.NS.svc.clusterset.local`), as its
+    /// `ready` event says.
+    pub fn dns(&self) -> Option<SocketAddr> {
+        self.controller.last_event("ready")?["dns"]
+            .as_str()?
+            .parse()
+            .ok()
     }
 
     /// SIGKILLs the controller.

@@ -110,7 +110,14 @@ pub(super) fn status_table(s: &pb::GetStatusResponse) -> String {
         })
         .collect();
     out += &table(
-        &["CLUSTER", "GATEWAY", "HEALTH", "RTT P50", "RTT P99", "MEASURED BY"],
+        &[
+            "CLUSTER",
+            "GATEWAY",
+            "HEALTH",
+            "RTT P50",
+            "RTT P99",
+            "MEASURED BY",
+        ],
         &rows,
     );
     if !s.warnings.is_empty() {
@@ -168,12 +175,28 @@ pub(super) fn trust_table(t: &pb::TrustStatusResponse) -> String {
         let diff_mark = if b.differences.is_empty() { "" } else { " *" };
         for (i, r) in b.roots.iter().enumerate() {
             rows.push(vec![
-                if i == 0 { who.clone() + diff_mark } else { String::new() },
-                if i == 0 { b.trust_domain.clone() } else { String::new() },
-                if i == 0 { b.sequence.to_string() } else { String::new() },
+                if i == 0 {
+                    who.clone() + diff_mark
+                } else {
+                    String::new()
+                },
+                if i == 0 {
+                    b.trust_domain.clone()
+                } else {
+                    String::new()
+                },
+                if i == 0 {
+                    b.sequence.to_string()
+                } else {
+                    String::new()
+                },
                 crate::diagnose::short(&r.fingerprint),
                 time(r.not_after_ms),
-                if i == 0 { b.federation.clone() } else { String::new() },
+                if i == 0 {
+                    b.federation.clone()
+                } else {
+                    String::new()
+                },
             ]);
         }
         if b.roots.is_empty() {
@@ -194,11 +217,21 @@ pub(super) fn trust_table(t: &pb::TrustStatusResponse) -> String {
         push(p, p.cluster.clone());
     }
     let mut out = table(
-        &["CLUSTER", "TRUST DOMAIN", "SEQ", "ROOT SHA-256", "EXPIRES", "FEDERATION"],
+        &[
+            "CLUSTER",
+            "TRUST DOMAIN",
+            "SEQ",
+            "ROOT SHA-256",
+            "EXPIRES",
+            "FEDERATION",
+        ],
         &rows,
     );
-    let differing: Vec<&pb::BundleInfo> =
-        t.peers.iter().filter(|p| !p.differences.is_empty()).collect();
+    let differing: Vec<&pb::BundleInfo> = t
+        .peers
+        .iter()
+        .filter(|p| !p.differences.is_empty())
+        .collect();
     if !differing.is_empty() {
         out += "\n* differs from ours:\n";
         for p in differing {

@@ -11,10 +11,10 @@ use trust_bundle::TrustDomain;
 use super::raw::{RawConfig, RawDns, RawEgress, RawGateways, RawRegistry};
 use super::{
     Api, ConfigError, ControllerConfig, DEFAULT_API_SOCKET, DEFAULT_DNS_LISTEN, DEFAULT_DNS_TTL,
-    DEFAULT_DNS_ZONE, Dns, DEFAULT_EGRESS_ADDRESS,
-    DEFAULT_EGRESS_PORTS, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_IDENTITY_VALIDITY,
-    DEFAULT_MISSED_HEARTBEATS, DEFAULT_PEERING_LISTEN, DEFAULT_TOKEN_TTL, DEFAULT_WATCH_INTERVAL,
-    Egress, Gateways, HostPort, LeaseConfig, Peering, PortRange, RegistryConfig,
+    DEFAULT_DNS_ZONE, DEFAULT_EGRESS_ADDRESS, DEFAULT_EGRESS_PORTS, DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_IDENTITY_VALIDITY, DEFAULT_MISSED_HEARTBEATS, DEFAULT_PEERING_LISTEN,
+    DEFAULT_TOKEN_TTL, DEFAULT_WATCH_INTERVAL, Dns, Egress, Gateways, HostPort, LeaseConfig,
+    Peering, PortRange, RegistryConfig,
 };
 use crate::model::ClusterName;
 

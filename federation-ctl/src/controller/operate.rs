@@ -84,7 +84,10 @@ impl Shared {
                         now.saturating_sub(r.at_ms) / 1000
                     ));
                 } else if !r.report.ready {
-                    warnings.push(format!("gateway {} is not ready (draining)", r.report.gateway));
+                    warnings.push(format!(
+                        "gateway {} is not ready (draining)",
+                        r.report.gateway
+                    ));
                 }
                 pb::GatewayStatus {
                     name: r.report.gateway.clone(),
@@ -130,7 +133,9 @@ impl Shared {
                 }
             }
         }
-        paths.sort_by(|a, b| (&a.cluster, &a.gateway_address).cmp(&(&b.cluster, &b.gateway_address)));
+        paths.sort_by(|a, b| {
+            (&a.cluster, &a.gateway_address).cmp(&(&b.cluster, &b.gateway_address))
+        });
         for link in &links {
             if link.state != LinkState::Connected.as_str() {
                 warnings.push(format!("link {} is {}", link.peer, link.state));
@@ -161,10 +166,7 @@ impl Shared {
         ] {
             let ms = system_ms(not_after);
             if ms.saturating_sub(now) < diagnose::EXPIRY_WARN.as_millis() as i64 {
-                warnings.push(format!(
-                    "{what} expires {}",
-                    crate::cli::format_time(ms)
-                ));
+                warnings.push(format!("{what} expires {}", crate::cli::format_time(ms)));
             }
         }
         pb::GetStatusResponse {
@@ -181,7 +183,12 @@ impl Shared {
             warnings,
             now_ms: now,
             dns_listen: self.dns.get().map(|a| a.to_string()).unwrap_or_default(),
-            dns_zone: self.cfg.dns.as_ref().map(|d| d.zone.clone()).unwrap_or_default(),
+            dns_zone: self
+                .cfg
+                .dns
+                .as_ref()
+                .map(|d| d.zone.clone())
+                .unwrap_or_default(),
             config_version: self.gateway_config.borrow().version,
         }
     }
@@ -394,7 +401,10 @@ impl Shared {
                     None => continue,
                 },
                 now,
-                &format!("{} must rotate its root; its new bundle reaches us over the link", peer.cluster),
+                &format!(
+                    "{} must rotate its root; its new bundle reaches us over the link",
+                    peer.cluster
+                ),
             ));
         }
         let identity = IdentityHandle::from_credential(&gateway_id.credential).ok();
@@ -441,7 +451,11 @@ impl Shared {
         }
         let reporting = self.reports.all().iter().any(|r| r.is_current(now));
         out.push(if reporting {
-            Finding::ok("gateways", self.cfg.cluster.as_str(), "a gateway is connected and reporting")
+            Finding::ok(
+                "gateways",
+                self.cfg.cluster.as_str(),
+                "a gateway is connected and reporting",
+            )
         } else {
             Finding::warning(
                 "gateways",
@@ -540,14 +554,19 @@ impl Shared {
                         "peer-gateway",
                         subject,
                         format!("TCP ok, TLS handshake failed: {why}"),
-                        format!("{peer}'s gateway log says why it refused us; `federation-ctl trust status` shows the bundles on both sides"),
+                        format!(
+                            "{peer}'s gateway log says why it refused us; `federation-ctl trust status` shows the bundles on both sides"
+                        ),
                     )
                 }
             }
             Err(_) => Finding::error(
                 "peer-gateway",
                 subject,
-                format!("TLS handshake did not finish within {}s", DIAL_TIMEOUT.as_secs()),
+                format!(
+                    "TLS handshake did not finish within {}s",
+                    DIAL_TIMEOUT.as_secs()
+                ),
                 unreachable_hint,
             ),
         }

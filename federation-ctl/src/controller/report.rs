@@ -71,7 +71,12 @@ impl Reports {
 
     /// The current probe results toward `address` for egress `egress`: the first current
     /// report that has them.
-    pub(crate) fn probe(&self, egress: &str, address: &str, now_ms: i64) -> Option<gw::ProbeReport> {
+    pub(crate) fn probe(
+        &self,
+        egress: &str,
+        address: &str,
+        now_ms: i64,
+    ) -> Option<gw::ProbeReport> {
         self.lock()
             .values()
             .filter(|r| r.is_current(now_ms))

@@ -107,7 +107,12 @@ fn ca(cfg: &ControllerConfig, now_ms: i64) -> Vec<Finding> {
             )),
         },
         Err(e) => {
-            out.push(Finding::error("ca", cfg.ca.display().to_string(), e.to_string(), &renew));
+            out.push(Finding::error(
+                "ca",
+                cfg.ca.display().to_string(),
+                e.to_string(),
+                &renew,
+            ));
             return out;
         }
     }
@@ -179,7 +184,9 @@ fn state_dir(path: &Path) -> Finding {
                 Finding::error(
                     "state-dir",
                     subject,
-                    format!("mode {mode:03o} lets other users change links and tokens; the controller refuses to start"),
+                    format!(
+                        "mode {mode:03o} lets other users change links and tokens; the controller refuses to start"
+                    ),
                     fix,
                 )
             } else if mode & 0o077 != 0 {
@@ -240,7 +247,11 @@ async fn resolves(whose: &str, address: &HostPort) -> Finding {
                     "add an A/AAAA record for it, or use an IP address",
                 )
             } else {
-                Finding::ok("resolve", subject, format!("resolves to {}", addrs.join(", ")))
+                Finding::ok(
+                    "resolve",
+                    subject,
+                    format!("resolves to {}", addrs.join(", ")),
+                )
             }
         }
         Ok(Err(e)) => Finding::error(

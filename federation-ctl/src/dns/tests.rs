@@ -41,13 +41,26 @@ fn a_names_the_egress_address_and_srv_the_listener_ports() {
     assert_eq!(
         z.answer("echo.default.svc.clusterset.local", RecordType::SRV, &i),
         Answer::Records(vec![
-            Rec::Srv { port: 25100, target: target.clone() },
-            Rec::Srv { port: 25101, target: target.clone() },
+            Rec::Srv {
+                port: 25100,
+                target: target.clone()
+            },
+            Rec::Srv {
+                port: 25101,
+                target: target.clone()
+            },
         ])
     );
     assert_eq!(
-        z.answer("_grpc._tcp.echo.default.svc.clusterset.local", RecordType::SRV, &i),
-        Answer::Records(vec![Rec::Srv { port: 25101, target }])
+        z.answer(
+            "_grpc._tcp.echo.default.svc.clusterset.local",
+            RecordType::SRV,
+            &i
+        ),
+        Answer::Records(vec![Rec::Srv {
+            port: 25101,
+            target
+        }])
     );
     let v6 = imports(IpAddr::V6(Ipv6Addr::LOCALHOST));
     assert_eq!(
@@ -67,9 +80,17 @@ fn unknown_names_are_nxdomain_and_other_zones_refused() {
         "a.b.c.svc.clusterset.local",
         "echo.default.clusterset.local",
     ] {
-        assert_eq!(z.answer(name, RecordType::A, &i), Answer::NxDomain, "{name}");
+        assert_eq!(
+            z.answer(name, RecordType::A, &i),
+            Answer::NxDomain,
+            "{name}"
+        );
     }
-    for name in ["example.com", "echo.default.svc.cluster.local", "xclusterset.local"] {
+    for name in [
+        "example.com",
+        "echo.default.svc.cluster.local",
+        "xclusterset.local",
+    ] {
         assert_eq!(z.answer(name, RecordType::A, &i), Answer::Refused, "{name}");
     }
     assert_eq!(
