@@ -53,12 +53,7 @@ pub(crate) fn build(name: &str, ingress: SocketAddr, shared: &Shared) -> Gateway
 }
 
 /// Reports every [`REPORT_INTERVAL`] until aborted.
-pub(crate) async fn run(
-    channel: Channel,
-    name: String,
-    ingress: SocketAddr,
-    shared: Arc<Shared>,
-) {
+pub(crate) async fn run(channel: Channel, name: String, ingress: SocketAddr, shared: Arc<Shared>) {
     let mut client = GatewayDiscoveryClient::new(channel);
     let mut ticks = tokio::time::interval(REPORT_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -44,7 +44,7 @@ impl Shared {
             .iter()
             .filter_map(|p| Some((p.name.clone(), core.egress.get(key, &p.name)?)))
             .collect();
-        (!ports.is_empty()).then(|| ServiceRecords {
+        (!ports.is_empty()).then_some(ServiceRecords {
             address: self.cfg.gateways.egress.address,
             ports,
         })

@@ -74,15 +74,18 @@ impl Controller {
     /// The first report (the latest one received, then each new one) that satisfies `done`.
     pub(crate) fn report_where(&self, done: impl Fn(&GatewayReport) -> bool) -> GatewayReport {
         let mut reports = self.reports.clone();
-        rt().block_on(async move {
+        let found = rt().block_on(async move {
             let wait = reports.wait_for(|r| r.as_ref().is_some_and(&done));
             match tokio::time::timeout(PATIENCE, wait).await {
-                Ok(Ok(report)) => report.clone().expect("checked above"),
-                _ => panic!(
-                    "no matching report from the gateway within {PATIENCE:?}; last: {:?}",
-                    reports.borrow()
-                ),
+                Ok(Ok(report)) => report.clone(),
+                _ => None,
             }
+        });
+        found.unwrap_or_else(|| {
+            panic!(
+                "no matching report from the gateway within {PATIENCE:?}; last: {:?}",
+                self.reports.borrow()
+            )
         })
     }
 
@@ -140,10 +143,7 @@ impl GatewayDiscovery for Service {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn report(
-        &self,
-        request: Request<GatewayReport>,
-    ) -> Result<Response<ReportAck>, Status> {
+    async fn report(&self, request: Request<GatewayReport>) -> Result<Response<ReportAck>, Status> {
         self.reports.send_replace(Some(request.into_inner()));
         Ok(Response::new(ReportAck {}))
     }
