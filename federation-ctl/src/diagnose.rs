@@ -57,10 +57,7 @@ impl Finding {
     pub fn ok(check: &'static str, subject: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             severity: Severity::Ok,
-            check,
-            subject: subject.into(),
-            message: message.into(),
-            hint: String::new(),
+            ..Self::error(check, subject, message, "")
         }
     }
 

@@ -77,23 +77,15 @@ fn eventually<T>(what: &str, mut f: impl FnMut() -> Result<Option<T>>) -> Result
     }
 }
 
-fn dig(server: SocketAddr, name: &str, qtype: &str) -> String {
+/// `dig @server -p PORT name qtype extra..`: its output.
+fn dig(server: SocketAddr, name: &str, qtype: &str, extra: &[&str]) -> String {
     let out = Command::new("dig")
         .arg(format!("@{}", server.ip()))
         .args(["-p", &server.port().to_string(), name, qtype])
         .args(["+tries=1", "+time=5"])
+        .args(extra)
         .output()
         .expect("dig runs (apt-get install dnsutils; `cargo xtask deps` installs it)");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn dig_short(server: SocketAddr, name: &str, qtype: &str) -> String {
-    let out = Command::new("dig")
-        .arg(format!("@{}", server.ip()))
-        .args(["-p", &server.port().to_string(), name, qtype, "+short"])
-        .args(["+tries=1", "+time=5"])
-        .output()
-        .expect("dig runs");
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
@@ -222,8 +214,13 @@ fn status_trust_status_trace_and_dns_show_where_calls_go() -> Result {
     // DNS: dig finds the address and the port, and that address carries a call through the
     // gateways to b.
     let dns = a.dns().expect("a's controller serves DNS");
-    let ip = dig_short(dns, "echo.default.svc.clusterset.local", "A");
-    let srv = dig_short(dns, "_http._tcp.echo.default.svc.clusterset.local", "SRV");
+    let ip = dig(dns, "echo.default.svc.clusterset.local", "A", &["+short"]);
+    let srv = dig(
+        dns,
+        "_http._tcp.echo.default.svc.clusterset.local",
+        "SRV",
+        &["+short"],
+    );
     let srv_port: u16 = srv
         .split_whitespace()
         .nth(2)
@@ -236,9 +233,9 @@ fn status_trust_status_trace_and_dns_show_where_calls_go() -> Result {
     let resolved = SocketAddr::new(ip.parse().expect("an IP address"), srv_port);
     assert_eq!(resolved, listener);
     assert_eq!(call(resolved).as_deref(), Ok("b"));
-    let nx = dig(dns, "nope.default.svc.clusterset.local", "A");
+    let nx = dig(dns, "nope.default.svc.clusterset.local", "A", &[]);
     assert!(nx.contains("status: NXDOMAIN"), "{nx}");
-    let refused = dig(dns, "example.com", "A");
+    let refused = dig(dns, "example.com", "A", &[]);
     assert!(refused.contains("status: REFUSED"), "{refused}");
 
     // check on a healthy world: no error, exit 0.

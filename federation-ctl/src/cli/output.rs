@@ -177,15 +177,7 @@ pub(super) fn links(links: &[pb::Link], out: Output) -> anyhow::Result<()> {
                     l.trust_domain.clone(),
                     l.role.clone(),
                     l.exports_to_peer.to_string(),
-                    format!(
-                        "{}{}",
-                        l.imports_from_peer,
-                        if l.lease_live || l.imports_from_peer == 0 {
-                            ""
-                        } else {
-                            " (lease expired)"
-                        }
-                    ),
+                    imports_cell(l),
                     l.gateway_addresses.join(","),
                 ]
             })
@@ -204,6 +196,16 @@ pub(super) fn links(links: &[pb::Link], out: Output) -> anyhow::Result<()> {
             &rows,
         )
     })
+}
+
+/// A link's import count, marked when the lease that keeps them lapsed.
+pub(super) fn imports_cell(l: &pb::Link) -> String {
+    let expired = !l.lease_live && l.imports_from_peer > 0;
+    format!(
+        "{}{}",
+        l.imports_from_peer,
+        if expired { " (lease expired)" } else { "" }
+    )
 }
 
 pub(super) fn unlinked(peer: &str, resp: &pb::UnlinkResponse, out: Output) -> anyhow::Result<()> {

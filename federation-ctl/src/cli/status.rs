@@ -4,7 +4,7 @@
 //! with the proto's field names.
 
 use super::Output;
-use super::output::{emit, table, time};
+use super::output::{emit, imports_cell, table, time};
 use crate::api::control as pb;
 
 /// `12s ago` against `now_ms`; `never` for 0.
@@ -77,15 +77,7 @@ pub(super) fn status_table(s: &pb::GetStatusResponse) -> String {
                     format!("{:+}ms", l.clock_skew_ms)
                 },
                 l.exports_to_peer.to_string(),
-                format!(
-                    "{}{}",
-                    l.imports_from_peer,
-                    if l.lease_live || l.imports_from_peer == 0 {
-                        ""
-                    } else {
-                        " (lease expired)"
-                    }
-                ),
+                imports_cell(l),
             ]
         })
         .collect();
