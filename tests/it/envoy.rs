@@ -278,7 +278,9 @@ fn bootstrap(gateway: SocketAddr, routes: &[(&str, &str)]) -> String {
     let mut listeners = String::new();
     let mut clusters = String::new();
     for (name, sni) in routes {
-        let cluster = format!("outbound|8443||{name}");
+        // Istio names the cluster after the service: `outbound|<port>|<subset>|<fqdn>`.
+        let fqdn = sni.rsplit_once("_.").map_or(*sni, |(_, fqdn)| fqdn);
+        let cluster = format!("outbound|8443||{fqdn}");
         listeners += &format!(
             r#"  - name: outbound_{name}
     address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
