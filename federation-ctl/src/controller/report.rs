@@ -100,3 +100,6 @@ pub(crate) fn heartbeat(shared: &super::Shared, peer: &ClusterName, sent_at_ms: 
         link.clock_skew_ms = skew_ms(sent_at_ms, now_ms);
     }
 }
+
+#[cfg(test)]
+mod tests;
