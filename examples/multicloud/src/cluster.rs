@@ -426,6 +426,7 @@ impl Cluster {
         controller["api"] = json!(work.join(&self.api));
         controller["peering"] = json!(self.peering.to_string());
         controller["config"] = json!(work.join(&self.config));
+        controller["dns"] = json!(self.dns().map(|a| a.to_string()));
         let mut gateway = process(&self.gateway);
         gateway["ingress"] = json!(self.ingress.to_string());
         gateway["admin"] = json!(self.admin.to_string());

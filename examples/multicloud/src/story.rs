@@ -134,6 +134,8 @@ impl Demo {
             "aws imports echo.default from both, merged into one service, and its gateway listens for it on {listener}"
         ));
         aws.show(&["services"])?;
+        self.note("where a call from aws goes, and why:");
+        aws.show(&["trace", ECHO])?;
         self.listener = Some(listener);
         Ok(())
     }
@@ -240,7 +242,7 @@ impl Demo {
             lines.push((
                 format!("export ISTHMUS_CONTROLLER={}", c.api.display()),
                 format!(
-                    "{}: then federation-ctl links, services, export ...",
+                    "{}: then federation-ctl status, check, trace echo.default, links ...",
                     c.name
                 ),
             ));
@@ -249,6 +251,16 @@ impl Demo {
             lines.push((
                 format!("curl http://{listener}/"),
                 "echo.default called from aws: gcp answers".into(),
+            ));
+        }
+        if let Some(dns) = self.topo.get("aws").ok().and_then(Cluster::dns) {
+            lines.push((
+                format!(
+                    "dig @{} -p {} _http._tcp.echo.default.svc.clusterset.local SRV",
+                    dns.ip(),
+                    dns.port()
+                ),
+                "aws's DNS for imports: the listener's port".into(),
             ));
         }
         for c in &self.topo.clusters {

@@ -275,7 +275,10 @@ pub(super) fn trace_table(t: &pb::TraceResponse) -> String {
                         c.ready_endpoints
                     ),
                     c.gateway_address.clone(),
-                    yes(c.gateway_healthy, "up", "down"),
+                    match (c.reported, c.gateway_healthy) {
+                        (false, _) => "-".to_owned(),
+                        (true, up) => yes(up, "up", "down"),
+                    },
                     p50,
                     p99,
                     c.sni.clone(),

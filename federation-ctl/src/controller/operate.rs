@@ -317,6 +317,7 @@ impl Shared {
                         measured: probe.as_ref().is_some_and(|p| p.measured),
                         rtt_p50_us: probe.as_ref().map_or(0, |p| p.rtt_p50_us),
                         rtt_p99_us: probe.as_ref().map_or(0, |p| p.rtt_p99_us),
+                        reported: probe.is_some(),
                     }
                 })
                 .collect();

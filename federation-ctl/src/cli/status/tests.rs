@@ -182,6 +182,7 @@ fn snapshot_trace_table() {
         measured: healthy,
         rtt_p50_us: 210,
         rtt_p99_us: 1_400,
+        reported: true,
     };
     let t = pb::TraceResponse {
         service: "echo.default".into(),
@@ -199,6 +200,10 @@ fn snapshot_trace_table() {
             candidates: vec![
                 candidate("gcp", 0, true, "127.0.20.1:15443"),
                 candidate("onprem", 1, false, "127.0.30.1:15443"),
+                pb::TraceCandidate {
+                    reported: false,
+                    ..candidate("edge", 2, false, "edge.example:15443")
+                },
             ],
         }],
     };
