@@ -159,6 +159,7 @@ pub async fn build(source: Source) -> Result<Bound, Error> {
                 applier,
                 status,
                 ingress: addresses.0,
+                applied: Arc::default(),
             };
             background.push(tokio::spawn(client.run()));
         }

@@ -155,6 +155,8 @@ pub(crate) struct Client {
     pub(crate) status: Arc<Status>,
     /// The bound ingress address, for the report.
     pub(crate) ingress: std::net::SocketAddr,
+    /// Signalled after each applied config, so the next report follows soon.
+    pub(crate) applied: Arc<tokio::sync::Notify>,
 }
 
 impl Client {
@@ -203,6 +205,7 @@ impl Client {
             self.settings.name.clone(),
             self.ingress,
             self.applier.shared().clone(),
+            self.applied.clone(),
         )));
         let reason = loop {
             match stream.message().await {
@@ -232,6 +235,7 @@ impl Client {
         match result {
             Ok(applied) => {
                 self.status.version.store(version, Ordering::Relaxed);
+                self.applied.notify_one();
                 metrics
                     .controller_config_version
                     .set(i64::try_from(version).unwrap_or(i64::MAX));

@@ -15,6 +15,9 @@ use crate::proxy::Shared;
 
 /// How often a connected gateway reports.
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// After a config is applied, the next report goes this soon: long enough for the new egress
+/// pools' first probes (sent at once) to answer on a LAN, so operators see them measured.
+const AFTER_APPLY: Duration = Duration::from_millis(100);
 
 /// What the gateway reports now.
 pub(crate) fn build(name: &str, ingress: SocketAddr, shared: &Shared) -> GatewayReport {
@@ -52,13 +55,22 @@ pub(crate) fn build(name: &str, ingress: SocketAddr, shared: &Shared) -> Gateway
     }
 }
 
-/// Reports every [`REPORT_INTERVAL`] until aborted.
-pub(crate) async fn run(channel: Channel, name: String, ingress: SocketAddr, shared: Arc<Shared>) {
+/// Reports every [`REPORT_INTERVAL`], and shortly after each applied config, until aborted.
+pub(crate) async fn run(
+    channel: Channel,
+    name: String,
+    ingress: SocketAddr,
+    shared: Arc<Shared>,
+    applied: Arc<tokio::sync::Notify>,
+) {
     let mut client = GatewayDiscoveryClient::new(channel);
     let mut ticks = tokio::time::interval(REPORT_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        ticks.tick().await;
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = applied.notified() => tokio::time::sleep(AFTER_APPLY).await,
+        }
         let report = build(&name, ingress, &shared);
         if let Err(status) = client.report(report).await {
             tracing::debug!(%status, "report to the controller failed");

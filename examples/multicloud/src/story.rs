@@ -134,8 +134,6 @@ impl Demo {
             "aws imports echo.default from both, merged into one service, and its gateway listens for it on {listener}"
         ));
         aws.show(&["services"])?;
-        self.note("where a call from aws goes, and why:");
-        aws.show(&["trace", ECHO])?;
         self.listener = Some(listener);
         Ok(())
     }
@@ -154,7 +152,10 @@ impl Demo {
             answers == format!("gcp {CALLS}"),
             "gcp should answer every call while its gateway is up"
         );
-        self.caller_seen_by("gcp")
+        self.caller_seen_by("gcp")?;
+        self.note("where a call from aws goes, and why (RTT from aws's gateway's probes):");
+        self.cluster("aws")?.show(&["trace", ECHO])?;
+        Ok(())
     }
 
     pub(crate) fn failover(&mut self) -> anyhow::Result<()> {
