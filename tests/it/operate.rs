@@ -494,3 +494,57 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// `link join` on a terminal (under `script`, which gives it one): a spinner says what it
+/// waits for, then the healthy link; with `-o json` the terminal gets JSON only.
+#[test]
+fn link_join_waits_for_a_healthy_link_with_a_spinner_only_on_a_terminal_table() -> Result {
+    let work = tempfile::tempdir().expect("tempdir");
+    let mut topo = Topology::new(Shell::new(work.path())?);
+    let root = topo.root("root", "mesh.example")?;
+    for name in ["x", "y", "z"] {
+        let ca = topo.intermediate(&root, name)?;
+        topo.start(name, &ca, &Options::default())?;
+    }
+    let [x, y, z] = &topo.clusters[..] else {
+        unreachable!()
+    };
+    let ctl = topo.shell.bins().join("federation-ctl");
+    let on_terminal = |token: &str, extra: &str| -> String {
+        let line = format!(
+            "{} --controller {} link join {token} {extra}",
+            ctl.display(),
+            x.api.display()
+        );
+        let out = Command::new("script")
+            .current_dir(work.path())
+            .args(["-qec", &line, "/dev/null"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("script (util-linux) runs");
+        assert!(out.status.success(), "{line}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let table = on_terminal(y.token()?.as_str(), "--timeout 20s");
+    assert!(table.contains("waiting for the link with y"), "{table:?}");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("y "))
+        .unwrap_or_else(|| panic!("a row for y in {table:?}"));
+    assert!(
+        row.contains("connected") && !row.contains("never"),
+        "healthy: {row:?}"
+    );
+
+    let json = on_terminal(z.token()?.as_str(), "-o json");
+    assert!(
+        !json.contains("waiting"),
+        "no spinner with -o json: {json:?}"
+    );
+    let links: Value = serde_json::from_str(json.trim()).expect("only JSON on the terminal");
+    assert_eq!(links[0]["peer"], "z");
+    assert_eq!(links[0]["state"], "connected");
+    assert!(links[0]["last_heartbeat"].is_string(), "{links}");
+    drop(topo);
+    Ok(())
+}

@@ -30,22 +30,19 @@ impl Spinner {
     pub(super) fn start(message: &str, enabled: bool) -> Self {
         let (stop, mut rx) = watch::channel(message.to_owned());
         let task = enabled.then(|| {
+            let started = Instant::now();
+            // The first frame at once, so even a short wait says what it waits for.
+            draw(FRAMES[0], message, started);
             tokio::spawn(async move {
-                let started = Instant::now();
                 let mut tick = tokio::time::interval(Duration::from_millis(100));
-                for frame in FRAMES.iter().cycle() {
+                tick.tick().await;
+                for frame in FRAMES.iter().cycle().skip(1) {
                     tick.tick().await;
                     if rx.has_changed().is_err() {
                         break;
                     }
                     let text = rx.borrow_and_update().clone();
-                    let mut err = std::io::stderr().lock();
-                    let _ = write!(
-                        err,
-                        "\r\x1b[2K{frame} {text} ({}s)",
-                        started.elapsed().as_secs()
-                    );
-                    let _ = err.flush();
+                    draw(*frame, &text, started);
                 }
             })
         });
@@ -66,6 +63,16 @@ impl Spinner {
             let _ = err.flush();
         }
     }
+}
+
+fn draw(frame: char, text: &str, started: Instant) {
+    let mut err = std::io::stderr().lock();
+    let _ = write!(
+        err,
+        "\r\x1b[2K{frame} {text} ({}s)",
+        started.elapsed().as_secs()
+    );
+    let _ = err.flush();
 }
 
 /// Polls the links until `peer`'s is connected and has heard a heartbeat, or `timeout` passes.
