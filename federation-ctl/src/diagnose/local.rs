@@ -54,7 +54,7 @@ pub async fn for_config(cfg: &ControllerConfig, now_ms: i64) -> Vec<Finding> {
                 .map(|a| (format!("{} peering", cfg.cluster), a.clone())),
         )
         .collect();
-    if let Ok(state) = StateDir::open(&cfg.state_dir)
+    if let Some(state) = StateDir::read_only(&cfg.state_dir)
         && let Ok(links) = state.load_links()
     {
         for (peer, record) in links {
