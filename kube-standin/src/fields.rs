@@ -108,14 +108,18 @@ fn collect(value: &Value, prefix: &mut Path, out: &mut FieldSet) {
     }
 }
 
+/// Whether a keyed list element's merge key `k` has the value `v` (as JSON).
+fn key_matches(item: &Value, k: &str, v: &str) -> bool {
+    item.get(k)
+        .and_then(|x| serde_json::to_string(x).ok())
+        .is_some_and(|x| x == v)
+}
+
 /// The value at `path`, if present.
 pub fn get<'a>(value: &'a Value, path: &[Seg]) -> Option<&'a Value> {
     path.iter().try_fold(value, |at, seg| match seg {
         Seg::Field(f) => at.get(f),
-        Seg::Key(k, v) => at
-            .as_array()?
-            .iter()
-            .find(|item| item.get(k).is_some_and(|x| x.to_string() == *v)),
+        Seg::Key(k, v) => at.as_array()?.iter().find(|item| key_matches(item, k, v)),
     })
 }
 
@@ -150,7 +154,7 @@ pub fn remove(value: &mut Value, path: &[Seg]) {
             map.remove(f);
         }
         (Value::Array(items), Seg::Key(k, v)) => {
-            items.retain(|item| item.get(k).is_none_or(|x| x.to_string() != *v));
+            items.retain(|item| !key_matches(item, k, v));
         }
         _ => return,
     }
@@ -170,7 +174,7 @@ fn get_mut<'a>(value: &'a mut Value, path: &[Seg]) -> Option<&'a mut Value> {
         Seg::Key(k, v) => at
             .as_array_mut()?
             .iter_mut()
-            .find(|item| item.get(k).is_some_and(|x| x.to_string() == *v)),
+            .find(|item| key_matches(item, k, v)),
     })
 }
 

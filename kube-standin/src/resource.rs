@@ -73,8 +73,19 @@ impl ResourceType {
     }
 }
 
-/// The built-in kinds: (group, version, kind, plural, namespaced, short names, status).
-const BUILTIN: &[(&str, &str, &str, &str, bool, &[&str], bool)] = &[
+/// (group, version, kind, plural, namespaced, short names, status subresource).
+type Builtin = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    bool,
+    &'static [&'static str],
+    bool,
+);
+
+/// The built-in kinds.
+const BUILTIN: &[Builtin] = &[
     ("", "v1", "Namespace", "namespaces", false, &["ns"], true),
     ("", "v1", "Service", "services", true, &["svc"], true),
     ("", "v1", "Endpoints", "endpoints", true, &["ep"], false),

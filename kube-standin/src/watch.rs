@@ -117,13 +117,14 @@ pub(crate) fn list(
         })
         .collect();
     let mut metadata = json!({"resourceVersion": rv.to_string()});
-    if let Some(limit) = limit {
-        if items.len() > limit {
-            items.truncate(limit);
-            if let Some((k, _)) = items.last() {
-                metadata["continue"] = json!(encode_continue(rv, &k.2, &k.3));
-                metadata["remainingItemCount"] = json!(0);
-            }
+    if let Some(limit) = limit
+        && items.len() > limit
+    {
+        let remaining = items.len() - limit;
+        items.truncate(limit);
+        if let Some((k, _)) = items.last() {
+            metadata["continue"] = json!(encode_continue(rv, &k.2, &k.3));
+            metadata["remainingItemCount"] = json!(remaining);
         }
     }
     let items: Vec<Value> = items.into_iter().map(|(_, v)| v).collect();

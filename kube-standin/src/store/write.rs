@@ -106,13 +106,13 @@ impl Store {
                 "the request body must be a JSON or YAML object",
             ));
         };
-        if let Some(kind) = map.get("kind").and_then(Value::as_str) {
-            if kind != rt.kind {
-                return Err(ApiError::bad_request(format!(
-                    "the body is a {kind} but this URL serves {}: send it to the {kind} URL",
-                    rt.kind
-                )));
-            }
+        if let Some(kind) = map.get("kind").and_then(Value::as_str)
+            && kind != rt.kind
+        {
+            return Err(ApiError::bad_request(format!(
+                "the body is a {kind} but this URL serves {}: send it to the {kind} URL",
+                rt.kind
+            )));
         }
         if let Some(av) = map.get("apiVersion").and_then(Value::as_str) {
             let group = av.rsplit_once('/').map_or("", |(g, _)| g);
@@ -212,10 +212,11 @@ impl Store {
             m.remove("deletionTimestamp");
             m.remove("resourceVersion");
         }
-        if rt.status_subresource && rt.crd.is_some() {
-            if let Some(m) = object.as_object_mut() {
-                m.remove("status");
-            }
+        if rt.status_subresource
+            && rt.crd.is_some()
+            && let Some(m) = object.as_object_mut()
+        {
+            m.remove("status");
         }
         self.defaults(rt, &mut object, now)?;
         fields::write(&mut object, &managers, now);
@@ -467,14 +468,14 @@ impl Store {
         now: &str,
     ) -> Result<Value, ApiError> {
         let old = self.current(rt, namespace, name)?;
-        if let Some(rv) = precondition_rv {
-            if meta_str(&old, "resourceVersion") != Some(rv) {
-                return Err(ApiError::conflict(
-                    &rt.plural,
-                    name,
-                    "the resourceVersion in the precondition does not match the object's",
-                ));
-            }
+        if let Some(rv) = precondition_rv
+            && meta_str(&old, "resourceVersion") != Some(rv)
+        {
+            return Err(ApiError::conflict(
+                &rt.plural,
+                name,
+                "the resourceVersion in the precondition does not match the object's",
+            ));
         }
         if opts.dry_run {
             return Ok(old);
@@ -516,10 +517,8 @@ impl Store {
                         .cloned(),
                 );
             }
-            if !orphan {
-                if let Some(uid) = meta_str(&gone, "uid") {
-                    dependents.extend(self.orphans_of(uid));
-                }
+            if !orphan && let Some(uid) = meta_str(&gone, "uid") {
+                dependents.extend(self.orphans_of(uid));
             }
             for key in dependents {
                 let Some(dependent) = self.objects.get(&key).cloned() else {

@@ -105,10 +105,10 @@ async fn watcher_sees_changes_in_order_and_recovers_from_disconnect_and_gone() {
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
             // Errors (the 410) are part of the story: the watcher relists after them.
-            if let Ok(event) = event {
-                if let Some(seen) = describe(&event) {
-                    let _ = tx.send(seen);
-                }
+            if let Ok(event) = event
+                && let Some(seen) = describe(&event)
+            {
+                let _ = tx.send(seen);
             }
         }
     });
