@@ -164,3 +164,84 @@ fn crds_register_and_unregister_kinds() {
     assert!(s.find("example.com", "v1", "widgets").is_none());
     assert_eq!(s.get(&widgets, "default", "w").expect_err("gone").code, 404);
 }
+
+#[test]
+fn malformed_bodies_are_refused_not_panicked_on() {
+    let (mut s, _) = store();
+    let svc = s.find("", "v1", "services").cloned().expect("services");
+    for body in [
+        json!({"metadata": {"name": "a"}, "spec": 5}),
+        json!({"metadata": {"name": "a"}, "spec": {"ports": [7]}}),
+        json!({"metadata": "a"}),
+        json!([1, 2]),
+        json!("text"),
+    ] {
+        let err = s
+            .create(&svc, "default", body.clone(), &opts("t"), NOW)
+            .expect_err("refused");
+        assert!(matches!(err.code, 400 | 422), "{body}: {err}");
+    }
+    s.create(
+        &svc,
+        "default",
+        json!({"metadata": {"name": "ok"}}),
+        &opts("t"),
+        NOW,
+    )
+    .expect("create");
+    for (kind, patch) in [
+        (PatchKind::Merge, json!("text")),
+        (PatchKind::Strategic, json!({"metadata": 3})),
+        (
+            PatchKind::Json,
+            json!([{"op": "replace", "path": "/metadata", "value": 1}]),
+        ),
+        (PatchKind::Apply, json!({"spec": {"ports": "x"}})),
+    ] {
+        let result = s.patch(&svc, "default", "ok", kind, &patch, false, &opts("t"), NOW);
+        assert!(result.is_err() || kind == PatchKind::Apply, "{patch}");
+    }
+}
+
+fn arbitrary_json() -> impl proptest::strategy::Strategy<Value = Value> {
+    use proptest::prelude::*;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        "[a-z$/.]{0,6}".prop_map(Value::from),
+    ];
+    leaf.prop_recursive(4, 48, 6, |inner| {
+        let key = prop_oneof![
+            Just("metadata".to_owned()),
+            Just("spec".to_owned()),
+            Just("status".to_owned()),
+            Just("name".to_owned()),
+            Just("ports".to_owned()),
+            Just("finalizers".to_owned()),
+            Just("$patch".to_owned()),
+            "[a-z]{1,4}",
+        ];
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+            proptest::collection::btree_map(key, inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest::proptest! {
+    /// Whatever a client sends, the store answers (an object or an error) and never panics.
+    #[test]
+    fn writes_never_panic(body in arbitrary_json(), patch in arbitrary_json()) {
+        let (mut s, _) = store();
+        let svc = s.find("", "v1", "services").cloned().expect("services");
+        let _ = s.create(&svc, "default", body.clone(), &opts("t"), NOW);
+        s.create(&svc, "default", json!({"metadata": {"name": "p"}}), &opts("t"), NOW).expect("create");
+        for kind in [PatchKind::Merge, PatchKind::Strategic, PatchKind::Json, PatchKind::Apply] {
+            let _ = s.patch(&svc, "default", "p", kind, &patch, false, &opts("m"), NOW);
+            let _ = s.patch(&svc, "default", "p", kind, &body, true, &opts("m"), NOW);
+        }
+        let _ = s.update(&svc, "default", "p", body, false, &opts("t"), NOW);
+    }
+}

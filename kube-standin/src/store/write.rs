@@ -238,6 +238,9 @@ impl Store {
     ) -> Result<(), ApiError> {
         match (rt.group.as_str(), rt.plural.as_str()) {
             ("", "services") => {
+                if !object["spec"].is_null() && !object["spec"].is_object() {
+                    return Err(ApiError::invalid("spec of a Service must be an object"));
+                }
                 let spec = &mut object["spec"];
                 if spec["type"].is_null() {
                     spec["type"] = json!("ClusterIP");
@@ -250,13 +253,20 @@ impl Store {
                     spec["clusterIP"] = json!(ip);
                     spec["clusterIPs"] = json!([ip]);
                 }
-                for port in spec["ports"].as_array_mut().into_iter().flatten() {
-                    if port["protocol"].is_null() {
-                        port["protocol"] = json!("TCP");
-                    }
-                    if port["targetPort"].is_null() {
-                        port["targetPort"] = port["port"].clone();
-                    }
+                for (i, port) in spec["ports"]
+                    .as_array_mut()
+                    .into_iter()
+                    .flatten()
+                    .enumerate()
+                {
+                    let Some(port) = port.as_object_mut() else {
+                        return Err(ApiError::invalid(format!(
+                            "spec.ports[{i}] must be an object with port (and name, protocol, targetPort)"
+                        )));
+                    };
+                    port.entry("protocol").or_insert_with(|| json!("TCP"));
+                    let number = port.get("port").cloned().unwrap_or(Value::Null);
+                    port.entry("targetPort").or_insert(number);
                 }
                 if object["status"].is_null() {
                     object["status"] = json!({"loadBalancer": {}});
