@@ -453,10 +453,7 @@ async fn route(
             Ok(json_response(200, &crate::store::as_version(&deleted, &rt)))
         }
         (Method::DELETE, None) => {
-            let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or_default())
-                .map_err(|e| ApiError::bad_request(e.to_string()))?;
-            let fields = FieldSelector::parse(query.get("fieldSelector").unwrap_or_default())
-                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            let (labels, fields) = watch::selectors(query)?;
             let mut store = shared.store();
             let victims = store.list(&rt, target.namespace.as_deref(), &labels, &fields);
             let mut items = Vec::new();

@@ -8,9 +8,9 @@ fn svc(port: u16, label: &str) -> Value {
            "spec": {"ports": [{"name": "http", "port": port}]}})
 }
 
-#[test]
-fn second_manager_conflicts_unless_forced() {
-    let (obj, m) = apply(
+/// Alice's apply to an empty object.
+fn alice_first() -> Result<(Value, Managers), Vec<Conflict>> {
+    apply(
         &json!({}),
         &Managers::new(),
         &svc(80, "a"),
@@ -18,7 +18,11 @@ fn second_manager_conflicts_unless_forced() {
         "",
         false,
     )
-    .expect("first apply");
+}
+
+#[test]
+fn second_manager_conflicts_unless_forced() {
+    let (obj, m) = alice_first().expect("first apply");
     let err = apply(&obj, &m, &svc(81, "a"), "bob", "", false).expect_err("conflict");
     assert_eq!(
         err,
@@ -38,15 +42,7 @@ fn second_manager_conflicts_unless_forced() {
 
 #[test]
 fn dropped_fields_are_removed_and_managed_fields_round_trip() {
-    let (obj, m) = apply(
-        &json!({}),
-        &Managers::new(),
-        &svc(80, "a"),
-        "alice",
-        "",
-        false,
-    )
-    .expect("apply");
+    let (obj, m) = alice_first().expect("apply");
     let mut less = svc(80, "a");
     if let Some(meta) = less["metadata"].as_object_mut() {
         meta.remove("labels");
@@ -65,15 +61,7 @@ fn dropped_fields_are_removed_and_managed_fields_round_trip() {
 
 #[test]
 fn updates_take_the_fields_they_change() {
-    let (obj, m) = apply(
-        &json!({}),
-        &Managers::new(),
-        &svc(80, "a"),
-        "alice",
-        "",
-        false,
-    )
-    .expect("apply");
+    let (obj, m) = alice_first().expect("apply");
     let new = svc(82, "a");
     let m = update(&m, &obj, &new, "kubectl-edit", "");
     let editor = &m[&("kubectl-edit".to_owned(), Operation::Update, String::new())];
