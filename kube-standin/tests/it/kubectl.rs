@@ -53,9 +53,7 @@ async fn same_as_server(
     version: &str,
     plural: &str,
 ) -> Value {
-    let mut full = args.to_vec();
-    full.extend(["-o", "json", "--show-managed-fields"]);
-    let got = cluster.kubectl_json(&full).await;
+    let got = cluster.kubectl_get_full(args).await;
     let name = got["metadata"]["name"].as_str().expect("a name").to_owned();
     let stored = cluster
         .standin
@@ -106,7 +104,7 @@ async fn kubectl_applies_gets_and_deletes_crds_and_objects() {
 
     let export = same_as_server(
         &cluster,
-        &["get", "serviceexport", "web", "-n", "demo"],
+        &["serviceexport", "web", "-n", "demo"],
         "multicluster.x-k8s.io",
         "v1alpha1",
         "serviceexports",
@@ -115,7 +113,7 @@ async fn kubectl_applies_gets_and_deletes_crds_and_objects() {
     assert_eq!(export["kind"], "ServiceExport");
     let svc = same_as_server(
         &cluster,
-        &["get", "svc", "web", "-n", "demo"],
+        &["svc", "web", "-n", "demo"],
         "",
         "v1",
         "services",
@@ -130,7 +128,7 @@ async fn kubectl_applies_gets_and_deletes_crds_and_objects() {
     );
     let slice = same_as_server(
         &cluster,
-        &["get", "endpointslices", "web-abc", "-n", "demo"],
+        &["endpointslices", "web-abc", "-n", "demo"],
         "discovery.k8s.io",
         "v1",
         "endpointslices",
@@ -260,16 +258,7 @@ async fn kubectl_server_side_apply_conflicts_between_managers() {
             b,
         ])
         .await;
-    let got = cluster
-        .kubectl_json(&[
-            "get",
-            "cm",
-            "settings",
-            "-o",
-            "json",
-            "--show-managed-fields",
-        ])
-        .await;
+    let got = cluster.kubectl_get_full(&["cm", "settings"]).await;
     assert_eq!(got["data"]["mode"], "safe");
     let managers: Vec<&str> = got["metadata"]["managedFields"]
         .as_array()

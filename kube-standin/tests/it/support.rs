@@ -73,6 +73,29 @@ impl Cluster {
         stdout
     }
 
+    /// kubectl's minor version (Debian's `kubernetes-client` is 1.20; newer ones come from
+    /// other packages): some flags and checks differ.
+    pub(crate) async fn kubectl_minor(&self) -> u32 {
+        let version = self
+            .kubectl_json(&["version", "--client", "-o", "json"])
+            .await;
+        version["clientVersion"]["minor"]
+            .as_str()
+            .and_then(|m| m.trim_end_matches('+').parse().ok())
+            .unwrap_or_else(|| panic!("cannot read kubectl's version from {version}"))
+    }
+
+    /// `kubectl get … -o json` with managedFields shown (kubectl 1.21+ hides them unless asked).
+    pub(crate) async fn kubectl_get_full(&self, args: &[&str]) -> Value {
+        let mut full = vec!["get"];
+        full.extend(args);
+        full.extend(["-o", "json"]);
+        if self.kubectl_minor().await >= 21 {
+            full.push("--show-managed-fields");
+        }
+        self.kubectl_json(&full).await
+    }
+
     pub(crate) async fn kubectl_json(&self, args: &[&str]) -> Value {
         let stdout = self.kubectl_ok(args).await;
         serde_json::from_str(&stdout)
