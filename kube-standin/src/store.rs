@@ -46,6 +46,9 @@ pub struct Event {
     pub key: Key,
     pub kind: EventKind,
     pub object: Value,
+    /// The object before a modification: a watch with a selector turns a change into or out
+    /// of the selection into `ADDED` or `DELETED`.
+    pub previous: Option<Value>,
 }
 
 /// The namespaces that exist from the start, as in a new cluster.
@@ -182,19 +185,20 @@ impl Store {
     fn commit(&mut self, key: Key, kind: EventKind, mut object: Value) -> Value {
         self.rv += 1;
         object["metadata"]["resourceVersion"] = json!(self.rv.to_string());
-        match kind {
+        let previous = match kind {
             EventKind::Deleted => {
                 self.objects.remove(&key);
+                None
             }
-            _ => {
-                self.objects.insert(key.clone(), object.clone());
-            }
-        }
+            EventKind::Added => self.objects.insert(key.clone(), object.clone()).and(None),
+            EventKind::Modified => self.objects.insert(key.clone(), object.clone()),
+        };
         let event = Arc::new(Event {
             rv: self.rv,
             key,
             kind,
             object: object.clone(),
+            previous,
         });
         self.history.push_back(event.clone());
         while self.history.len() > self.history_cap {

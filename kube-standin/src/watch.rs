@@ -19,7 +19,7 @@ use crate::error::ApiError;
 use crate::resource::ResourceType;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::server::{Body, Query, Shared, json_response};
-use crate::store::{Event, as_version, matches_type};
+use crate::store::{Event, EventKind, as_version, matches_type};
 
 /// A watch with no `timeoutSeconds` ends after this long, as the API server's default.
 const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
@@ -170,14 +170,31 @@ struct Plan {
 }
 
 impl Plan {
-    fn wants(&self, event: &Event) -> bool {
-        matches_type(&event.key, &self.rt, self.namespace.as_deref())
-            && self.labels.matches(&event.object)
-            && self.fields.matches(&event.object)
+    fn selects(&self, object: &Value) -> bool {
+        self.labels.matches(object) && self.fields.matches(object)
     }
 
-    fn line(&self, event: &Event) -> Bytes {
-        event_line(event.kind.as_str(), &as_version(&event.object, &self.rt))
+    /// The line this watch sends for `event`, if any. As on the API server, a modification
+    /// that moves an object into the selection is `ADDED`, out of it `DELETED`.
+    fn line(&self, event: &Event) -> Option<Bytes> {
+        if !matches_type(&event.key, &self.rt, self.namespace.as_deref()) {
+            return None;
+        }
+        let now = self.selects(&event.object);
+        let kind = match (event.kind, &event.previous) {
+            (EventKind::Modified, Some(previous)) => match (self.selects(previous), now) {
+                (true, true) => EventKind::Modified,
+                (false, true) => EventKind::Added,
+                (true, false) => EventKind::Deleted,
+                (false, false) => return None,
+            },
+            (kind, _) if now => kind,
+            _ => return None,
+        };
+        Some(event_line(
+            kind.as_str(),
+            &as_version(&event.object, &self.rt),
+        ))
     }
 }
 
@@ -222,11 +239,8 @@ pub(crate) fn watch(
                 match store.history_since(rt, namespace, rv) {
                     Ok(history) => {
                         plan.start_rv = rv;
-                        let lines: Vec<Bytes> = history
-                            .iter()
-                            .filter(|e| plan.wants(e))
-                            .map(|e| plan.line(e))
-                            .collect();
+                        let lines: Vec<Bytes> =
+                            history.iter().filter_map(|e| plan.line(e)).collect();
                         plan.first = lines;
                         plan.start_rv = history.last().map_or(rv.max(plan.start_rv), |e| e.rv);
                     }
@@ -302,8 +316,8 @@ async fn pump(
                 Ok(event) => {
                     if event.rv > seen {
                         seen = event.rv;
-                        if plan.wants(&event) {
-                            tx.send(plan.line(&event)).await?;
+                        if let Some(line) = plan.line(&event) {
+                            tx.send(line).await?;
                         }
                     }
                 }

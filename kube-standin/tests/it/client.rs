@@ -296,3 +296,56 @@ async fn server_side_apply_by_two_managers_conflicts_unless_forced() {
         "gcp"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_selector_watch_sees_objects_enter_and_leave_the_selection() {
+    let cluster = Cluster::start().await;
+    let api: Api<ConfigMap> = Api::namespaced(client(&cluster).await, "default");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let stream = watcher(api.clone(), watcher::Config::default().labels("app=web"));
+    let watch = tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            if let Ok(event) = event
+                && let Some(seen) = describe(&event)
+            {
+                let _ = tx.send(seen);
+            }
+        }
+    });
+    assert_eq!(next_seen(&mut rx, "init").await.0, "init");
+    assert_eq!(next_seen(&mut rx, "init-done").await.0, "init-done");
+    let label = |app: &str| {
+        let patch = json!({"metadata": {"labels": {"app": app}}});
+        let api = api.clone();
+        async move {
+            api.patch("c", &PatchParams::default(), &Patch::Merge(patch))
+                .await
+                .expect("relabel");
+        }
+    };
+    api.create(&PostParams::default(), &cm("other", "0"))
+        .await
+        .expect("create an object outside the selection");
+    let mut web = cm("c", "0");
+    web.metadata.labels = Some([("app".to_owned(), "web".to_owned())].into());
+    api.create(&PostParams::default(), &web)
+        .await
+        .expect("create c");
+    label("db").await;
+    label("web").await;
+    let mut got = Vec::new();
+    for what in ["c created", "c leaving", "c entering again"] {
+        let seen = next_seen(&mut rx, what).await;
+        got.push((seen.0, seen.1));
+    }
+    assert_eq!(
+        got,
+        [
+            ("apply", "c".to_owned()),
+            ("delete", "c".to_owned()),
+            ("apply", "c".to_owned())
+        ]
+    );
+    watch.abort();
+}
