@@ -7,6 +7,23 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 
+/// Runs kubectl with `kubeconfig` and the cache directory `cache` beside it, for at most 60 s.
+async fn kubectl(kubeconfig: &std::path::Path, cache: &str, args: &[&str]) -> std::process::Output {
+    let dir = kubeconfig.parent().expect("a directory");
+    let out = tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--cache-dir")
+        .arg(dir.join(cache))
+        .args(args)
+        .env("HOME", dir)
+        .output();
+    tokio::time::timeout(Duration::from_secs(60), out)
+        .await
+        .expect("kubectl finishes within 60 s")
+        .expect("run kubectl")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_serves_and_writes_a_private_kubeconfig() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -41,18 +58,7 @@ async fn the_binary_serves_and_writes_a_private_kubeconfig() {
         "{text}"
     );
 
-    let out = tokio::process::Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .arg("--cache-dir")
-        .arg(dir.path().join("cache"))
-        .args(["get", "namespaces", "-o", "name"])
-        .env("HOME", dir.path())
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(60), out)
-        .await
-        .expect("kubectl finishes within 60 s")
-        .expect("run kubectl");
+    let out = kubectl(&kubeconfig, "cache", &["get", "namespaces", "-o", "name"]).await;
     assert!(
         out.status.success(),
         "{}",
@@ -65,18 +71,7 @@ async fn the_binary_serves_and_writes_a_private_kubeconfig() {
     let wrong = text.replace("token: ", "token: x");
     let wrong_path = dir.path().join("wrong");
     std::fs::write(&wrong_path, wrong).expect("write");
-    let out = tokio::process::Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&wrong_path)
-        .arg("--cache-dir")
-        .arg(dir.path().join("cache2"))
-        .args(["get", "namespaces"])
-        .env("HOME", dir.path())
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(60), out)
-        .await
-        .expect("kubectl finishes within 60 s")
-        .expect("run kubectl");
+    let out = kubectl(&wrong_path, "cache-wrong", &["get", "namespaces"]).await;
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

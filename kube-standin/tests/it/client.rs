@@ -78,6 +78,26 @@ fn describe(event: &watcher::Event<ConfigMap>) -> Option<Seen> {
     }
 }
 
+/// Runs a watch stream, sending what it sees to the returned channel. Errors (a 410) are part
+/// of the story: the watcher relists after them.
+fn record<S>(stream: S) -> (tokio::task::JoinHandle<()>, mpsc::UnboundedReceiver<Seen>)
+where
+    S: futures::Stream<Item = Result<watcher::Event<ConfigMap>, watcher::Error>> + Send + 'static,
+{
+    let (tx, rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            if let Ok(event) = event
+                && let Some(seen) = describe(&event)
+            {
+                let _ = tx.send(seen);
+            }
+        }
+    });
+    (task, rx)
+}
+
 async fn next_seen(rx: &mut mpsc::UnboundedReceiver<Seen>, what: &str) -> Seen {
     tokio::time::timeout(WAIT, rx.recv())
         .await
@@ -98,20 +118,8 @@ async fn watcher_sees_changes_in_order_and_recovers_from_disconnect_and_gone() {
         .expect("create before");
 
     let (reader, writer) = reflector::store();
-    let (tx, mut rx) = mpsc::unbounded_channel();
     let stream = watcher(api.clone(), watcher::Config::default()).default_backoff();
-    let stream = reflector(writer, stream);
-    let watch = tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            // Errors (the 410) are part of the story: the watcher relists after them.
-            if let Ok(event) = event
-                && let Some(seen) = describe(&event)
-            {
-                let _ = tx.send(seen);
-            }
-        }
-    });
+    let (watch, mut rx) = record(reflector(writer, stream));
 
     // The initial list.
     assert_eq!(next_seen(&mut rx, "init").await.0, "init");
@@ -301,18 +309,8 @@ async fn server_side_apply_by_two_managers_conflicts_unless_forced() {
 async fn a_selector_watch_sees_objects_enter_and_leave_the_selection() {
     let cluster = Cluster::start().await;
     let api: Api<ConfigMap> = Api::namespaced(client(&cluster).await, "default");
-    let (tx, mut rx) = mpsc::unbounded_channel();
     let stream = watcher(api.clone(), watcher::Config::default().labels("app=web"));
-    let watch = tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            if let Ok(event) = event
-                && let Some(seen) = describe(&event)
-            {
-                let _ = tx.send(seen);
-            }
-        }
-    });
+    let (watch, mut rx) = record(stream);
     assert_eq!(next_seen(&mut rx, "init").await.0, "init");
     assert_eq!(next_seen(&mut rx, "init-done").await.0, "init-done");
     let label = |app: &str| {
