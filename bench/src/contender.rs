@@ -182,6 +182,13 @@ impl Vars {
     }
 }
 
+/// Variants to try.
+#[derive(Debug, Default)]
+pub(crate) struct Options {
+    /// The Isthmus gateways' `upstream:` section (YAML flow mapping).
+    pub(crate) isthmus_upstream: Option<String>,
+}
+
 /// Starts a contender against the backend.
 pub(crate) fn start(
     name: Name,
@@ -189,6 +196,7 @@ pub(crate) fn start(
     pki: &Pki,
     backend: &Addrs,
     work: &Path,
+    options: &Options,
 ) -> anyhow::Result<Running> {
     if name == Name::Direct {
         return Ok(Running {
@@ -250,7 +258,11 @@ pub(crate) fn start(
         ("a", a_t, a_vars, a),
     ] {
         let config = work.join(format!("{name}-{role}.{}", extension(name)));
-        pki::write_private(&config, &vars.render(template)?)?;
+        let mut text = vars.render(template)?;
+        if let (Name::Isthmus, Some(upstream)) = (name, &options.isthmus_upstream) {
+            text.push_str(&format!("upstream: {upstream}\n"));
+        }
+        pki::write_private(&config, &text)?;
         let log = work.join(format!("{name}-{role}.log"));
         let mut child = Child::spawn(
             &format!("{name} {role}"),
@@ -345,3 +357,6 @@ fn command(name: Name, bins: &Binaries, config: &Path, log: &Path) -> Command {
     }
     cmd
 }
+
+#[cfg(test)]
+mod tests;

@@ -60,6 +60,25 @@ struct RunArgs {
     /// The east-west-gateway binary (default: next to this executable)
     #[arg(long, value_name = "PATH")]
     gateway: Option<PathBuf>,
+    /// Run only the scenarios whose name contains one of these (repeatable)
+    #[arg(long, value_name = "TEXT")]
+    only: Vec<String>,
+    /// Contenders to run (comma-separated; direct is always included)
+    #[arg(long, value_name = "NAMES", value_delimiter = ',', value_parser = parse_name)]
+    contenders: Vec<Name>,
+    /// An `upstream:` section for the Isthmus gateways, to try a variant (YAML flow mapping,
+    /// e.g. "{ splice: off }")
+    #[arg(long, value_name = "YAML")]
+    isthmus_upstream: Option<String>,
+}
+
+fn parse_name(s: &str) -> Result<Name, String> {
+    Name::ALL
+        .into_iter()
+        .find(|n| n.to_string() == s)
+        .ok_or_else(|| {
+            format!("unknown contender {s:?}: use direct, isthmus, envoy, haproxy or nginx")
+        })
 }
 
 fn main() -> ExitCode {
@@ -107,10 +126,14 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
     let work = work.canonicalize()?;
     let pki = pki::Pki::create(&work.join("pki"))?;
     let (_backend, addrs) = backend::spawn(&pki.dir, &work.join("backend.log"))?;
+    let options = contender::Options {
+        isthmus_upstream: args.isthmus_upstream.clone(),
+    };
     let mut contenders = Name::ALL
         .into_iter()
+        .filter(|n| *n == Name::Direct || args.contenders.is_empty() || args.contenders.contains(n))
         .map(|name| {
-            contender::start(name, &bins, &pki, &addrs, &work)
+            contender::start(name, &bins, &pki, &addrs, &work, &options)
                 .with_context(|| format!("starting {name}"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -127,6 +150,7 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
         window,
         reps,
         idle_n,
+        &args.only,
         &mut results,
     )?;
     drop(contenders);
@@ -147,6 +171,8 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
         measure_s: window.measure.as_secs_f64(),
         idle_connections: idle_n,
         versions: versions(&bins),
+        only: args.only.clone(),
+        isthmus_upstream: args.isthmus_upstream.clone(),
         duration_s: started.elapsed().as_secs_f64(),
     };
     let md = report::markdown(&meta, &results);

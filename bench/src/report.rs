@@ -164,6 +164,10 @@ pub(crate) struct Meta {
     pub(crate) idle_connections: usize,
     pub(crate) versions: BTreeMap<String, String>,
     pub(crate) duration_s: f64,
+    /// Scenario filters given (`--only`); empty for a complete run.
+    pub(crate) only: Vec<String>,
+    /// The variant tried (`--isthmus-upstream`), if any.
+    pub(crate) isthmus_upstream: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -227,6 +231,9 @@ pub(crate) fn markdown(meta: &Meta, results: &Results) -> String {
         meta.measure_s,
         meta.warmup_s,
     );
+    if let Some(upstream) = &meta.isthmus_upstream {
+        let _ = writeln!(out, "Isthmus variant: `upstream: {upstream}`.\n");
+    }
     let names: Vec<Name> = Name::ALL
         .into_iter()
         .filter(|n| {
@@ -279,3 +286,6 @@ pub(crate) fn markdown(meta: &Meta, results: &Results) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests;

@@ -144,9 +144,11 @@ pub(crate) fn run_all(
     window: Window,
     reps: usize,
     idle_n: usize,
+    only: &[String],
     results: &mut Results,
 ) -> anyhow::Result<()> {
-    for &(id, entry) in IDLE {
+    let selected = |id: &str| only.is_empty() || only.iter().any(|o| id.contains(o.as_str()));
+    for &(id, entry) in IDLE.iter().filter(|(id, _)| selected(id)) {
         for c in contenders.iter_mut().filter(|c| c.name != Name::Direct) {
             c.check_alive()?;
             eprintln!("bench: {id}: {} ({idle_n} connections)", c.name);
@@ -164,7 +166,7 @@ pub(crate) fn run_all(
             results.errors(id, c.name, errors);
         }
     }
-    for scenario in SCENARIOS {
+    for scenario in SCENARIOS.iter().filter(|s| selected(s.id)) {
         for rep in 0..reps {
             for c in contenders.iter_mut() {
                 c.check_alive()?;
