@@ -1,4 +1,6 @@
 //! End-to-end scenarios with real processes: `trust-bundle`, `east-west-gateway` and
-//! `federation-ctl` on loopback.
+//! `federation-ctl` on loopback, in network namespaces, and with Envoy.
 
+mod envoy;
 mod federation;
+mod netns;
