@@ -147,10 +147,12 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
         &runtime,
         &mut contenders,
         &clients,
-        window,
-        reps,
-        idle_n,
-        &args.only,
+        &scenario::Plan {
+            window,
+            reps,
+            idle_n,
+            only: &args.only,
+        },
         &mut results,
     )?;
     drop(contenders);

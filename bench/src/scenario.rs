@@ -136,17 +136,31 @@ fn pids(entry: Entry, c: &Running) -> &[u32] {
     }
 }
 
+/// How much to run.
+#[derive(Clone, Copy)]
+pub(crate) struct Plan<'a> {
+    pub(crate) window: Window,
+    pub(crate) reps: usize,
+    /// Connections opened by the idle-memory scenarios.
+    pub(crate) idle_n: usize,
+    /// Scenario name filters; empty runs all.
+    pub(crate) only: &'a [String],
+}
+
 /// Runs the memory scenarios first (on fresh processes), then every throughput scenario.
 pub(crate) fn run_all(
     runtime: &tokio::runtime::Runtime,
     contenders: &mut [Running],
     clients: &Clients,
-    window: Window,
-    reps: usize,
-    idle_n: usize,
-    only: &[String],
+    plan: &Plan<'_>,
     results: &mut Results,
 ) -> anyhow::Result<()> {
+    let Plan {
+        window,
+        reps,
+        idle_n,
+        only,
+    } = *plan;
     let selected = |id: &str| only.is_empty() || only.iter().any(|o| id.contains(o.as_str()));
     for &(id, entry) in IDLE.iter().filter(|(id, _)| selected(id)) {
         for c in contenders.iter_mut().filter(|c| c.name != Name::Direct) {

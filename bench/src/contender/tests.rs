@@ -36,7 +36,7 @@ fn every_template_of_every_contender_is_filled_by_start() {
         "UPSTREAM",
         "UPSTREAM_PORT",
     ];
-    let vars = keys.iter().fold(Vars(vec![]), |v, k| v.set(*k, "x"));
+    let vars = keys.into_iter().fold(Vars(vec![]), |v, k| v.set(k, "x"));
     for name in Name::ALL.into_iter().filter(|n| *n != Name::Direct) {
         let (router, a, b) = templates(name);
         for t in [router, a, b] {
