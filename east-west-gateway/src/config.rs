@@ -113,7 +113,7 @@ pub const DEFAULT_CONNECT_ATTEMPTS: usize = 3;
 pub const DEFAULT_EJECTION_BASE: Duration = Duration::from_secs(1);
 /// Default longest ejection period.
 pub const DEFAULT_EJECTION_MAX: Duration = Duration::from_secs(30);
-/// Default largest copy buffer per direction. Buffers start at 16 KiB (one TLS record) and grow
+/// Default largest copy buffer per direction. Buffers start at 4 KiB and grow
 /// only for connections whose reads fill them, so idle connections stay cheap while bulk ones
 /// get the throughput of large buffers (16 KiB → 256 KiB took one stream from ≈6 to ≈10 Gb/s on
 /// the 2-core dev machine).

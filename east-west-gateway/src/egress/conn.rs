@@ -115,6 +115,8 @@ pub(super) async fn handle(
                 Outcome::Reset
             } else {
                 let n = u64::try_from(hello.len()).unwrap_or(u64::MAX);
+                // Freed now rather than when the connection ends.
+                drop(hello);
                 up.total.fetch_add(n, Ordering::Relaxed);
                 up.counter.inc_by(n);
                 splice::pump_tcp(&mut client, &mut tcp, up, down, limits, &mut drain).await

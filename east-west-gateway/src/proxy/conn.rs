@@ -95,7 +95,7 @@ pub(super) async fn handle(
         Mode::Passthrough => {
             passthrough::forward(
                 &mut client,
-                &hello_bytes,
+                hello_bytes,
                 &route,
                 &config.upstream,
                 &shared.metrics,

@@ -17,7 +17,7 @@ use crate::metrics::{Metrics, RouteLabel};
 
 pub(super) async fn forward(
     client: &mut TcpStream,
-    hello: &[u8],
+    hello: Vec<u8>,
     route: &RouteState,
     upstream_config: &config::Upstream,
     metrics: &Metrics,
@@ -33,10 +33,12 @@ pub(super) async fn forward(
     let received = metrics.received_bytes.get_or_create_owned(&label);
     let sent = metrics.sent_bytes.get_or_create_owned(&label);
 
-    if upstream.write_all(hello).await.is_err() {
+    if upstream.write_all(&hello).await.is_err() {
         return Outcome::Reset;
     }
     let hello_len = u64::try_from(hello.len()).unwrap_or(u64::MAX);
+    // Freed now rather than when the connection ends: an idle connection would keep it.
+    drop(hello);
     record.received.fetch_add(hello_len, Ordering::Relaxed);
     received.inc_by(hello_len);
     splice::pump_tcp(

@@ -115,6 +115,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
             let n = rest.len().min(buf.remaining());
             buf.put_slice(&rest[..n]);
             this.read += n;
+            if this.read == this.prefix.len() {
+                // Replayed: free it, or every open connection keeps its hello.
+                this.prefix = Vec::new();
+                this.read = 0;
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.inner).poll_read(cx, buf)

@@ -1,0 +1,88 @@
+//! The harness works: `bench run --quick` against every contender produces every figure of
+//! every scenario, with no failed operation. Nothing here is about speed.
+//!
+//! It runs the `east-west-gateway` binary next to this test's `bench` binary (`cargo test
+//! --workspace` builds it; with `cargo test -p bench`, run `cargo build -p east-west-gateway`
+//! first) and needs Envoy, HAProxy and nginx (`cargo xtask deps` installs them).
+
+use std::process::Command;
+
+use serde_json::Value;
+
+#[test]
+fn quick_run_produces_every_figure_for_every_contender() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let run = Command::new(env!("CARGO_BIN_EXE_bench"))
+        .args(["run", "--quick", "--out"])
+        .arg(out.path())
+        .output()
+        .expect("start bench");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "bench run --quick failed:\n{stderr}");
+
+    let json = std::fs::read_to_string(out.path().join("results.json")).expect("results.json");
+    let md = std::fs::read_to_string(out.path().join("results.md")).expect("results.md");
+    let results: Value = serde_json::from_str(&json).expect("results.json is JSON");
+    let meta = &results["meta"];
+    assert_eq!(meta["quick"], true);
+    assert!(
+        meta["loadavg_start"]
+            .as_str()
+            .is_some_and(|l| !l.is_empty()),
+        "{meta}"
+    );
+
+    let rows = results["results"].as_array().expect("results array");
+    let scenarios = [
+        "idle passthrough connections",
+        "idle terminated connections",
+        "plaintext bulk",
+        "passthrough 1 KiB keep-alive",
+        "passthrough 1 MiB bulk",
+        "passthrough new TLS connection per request",
+        "mTLS terminate+originate 1 MiB bulk",
+        "mTLS new connection per request",
+    ];
+    for scenario in scenarios {
+        assert!(
+            rows.iter().any(|r| r["scenario"] == scenario),
+            "no rows for {scenario:?} in {json}"
+        );
+        assert!(
+            md.contains(scenario),
+            "results.md lacks {scenario:?}:\n{md}"
+        );
+    }
+    for row in rows {
+        let what = format!("{} / {}", row["scenario"], row["metric"]);
+        let proxy_only = row["scenario"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("idle"))
+            || row["metric"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("proxy CPU"));
+        let expected: &[&str] = if proxy_only {
+            &["isthmus", "envoy", "haproxy", "nginx"]
+        } else {
+            &["direct", "isthmus", "envoy", "haproxy", "nginx"]
+        };
+        for name in expected {
+            let cell = &row["contenders"][name];
+            let value = cell["value"].as_f64();
+            assert!(
+                value.is_some_and(|v| v.is_finite() && v >= 0.0),
+                "{what}: {name} has no figure: {cell}"
+            );
+            if !proxy_only && *name != "direct" {
+                assert!(
+                    cell["ratio"].as_f64().is_some(),
+                    "{what}: {name} has no ratio to direct: {cell}"
+                );
+            }
+            assert_eq!(
+                cell["errors"], 0,
+                "{what}: {name} had failed operations:\n{stderr}"
+            );
+        }
+    }
+}
