@@ -2,3 +2,4 @@
 //! `federation-ctl` on loopback.
 
 mod federation;
+mod rotation;

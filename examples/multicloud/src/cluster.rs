@@ -102,12 +102,18 @@ impl Cluster {
     /// A preferred port found free can be taken by someone else before our process binds it
     /// (another demo starting at the same moment); then the cluster starts again on any free
     /// ports.
-    pub fn start(shell: &Shell, name: &str, ca: &Path, opts: &Options) -> Result<Self> {
+    pub fn start(
+        shell: &Shell,
+        name: &str,
+        ca: &Path,
+        bundle: &Path,
+        opts: &Options,
+    ) -> Result<Self> {
         let fixed = opts.ingress_port != 0
             || opts.admin_port != 0
             || opts.peering_port != 0
             || opts.egress_port.is_some();
-        match Self::start_once(shell, name, ca, opts) {
+        match Self::start_once(shell, name, ca, bundle, opts) {
             Err(e) if fixed && e.to_string().contains("Address already in use") => {
                 shell.note(&format!(
                     "{name}: a port was taken meanwhile; starting again on any free ports"
@@ -119,13 +125,19 @@ impl Cluster {
                     egress_port: None,
                     ..opts.clone()
                 };
-                Self::start_once(shell, name, ca, &any)
+                Self::start_once(shell, name, ca, bundle, &any)
             }
             started => started,
         }
     }
 
-    fn start_once(shell: &Shell, name: &str, ca: &Path, opts: &Options) -> Result<Self> {
+    fn start_once(
+        shell: &Shell,
+        name: &str,
+        ca: &Path,
+        bundle: &Path,
+        opts: &Options,
+    ) -> Result<Self> {
         let rel = PathBuf::from(name);
         let dir = shell.work().join(&rel);
         std::fs::create_dir_all(&dir).map_err(Error::io(format!("create {}", dir.display())))?;
@@ -139,11 +151,10 @@ impl Cluster {
             "{name}: the {ECHO} endpoint, http://{} in this process, answers \"{name}\"",
             echo.addr
         ));
-        let registry = format!(
-            "services:\n  - name: echo\n    namespace: default\n    ports: [{{ name: http, port: 8080, target_port: {} }}]\n    endpoints: [{{ address: {host} }}]\nexports: []\n",
-            echo.addr.port()
-        );
-        files.write(&rel.join("registry.yaml"), &registry)?;
+        files.write(
+            &rel.join("registry.yaml"),
+            &registry_yaml(echo.addr, &["echo"]),
+        )?;
 
         let bootstrap = rel.join("gateway.yaml");
         let ingress = SocketAddr::new(host, free_or_any(host, opts.ingress_port));
@@ -163,8 +174,9 @@ impl Cluster {
         let egress_ports = egress_block(host, opts.egress_port)?;
         let config = rel.join("controller.yaml");
         let controller_yaml = format!(
-            "cluster: {name}\nca: {ca}\nregistry: {{ file: registry.yaml, watch_interval: 100ms }}\nstate_dir: state\npeering: {{ listen: {host}:{peering} }}\ngateways:\n  addresses: [{ingress}]\n  egress: {{ address: {host}, ports: {first}-{last} }}\nlease: {{ heartbeat_interval: {hb}ms, missed_heartbeats: {missed} }}\npreferences: [{prefs}]\n",
+            "cluster: {name}\nca: {ca}\ntrust_bundle: {bundle}\nregistry: {{ file: registry.yaml, watch_interval: 100ms }}\nstate_dir: state\npeering: {{ listen: {host}:{peering} }}\ngateways:\n  addresses: [{ingress}]\n  egress: {{ address: {host}, ports: {first}-{last} }}\nlease: {{ heartbeat_interval: {hb}ms, missed_heartbeats: {missed} }}\npreferences: [{prefs}]\n",
             ca = relative_to(ca, &rel).display(),
+            bundle = relative_to(bundle, &rel).display(),
             peering = free_or_any(host, opts.peering_port),
             first = egress_ports.0,
             last = egress_ports.1,
@@ -242,6 +254,57 @@ impl Cluster {
         self.gateway
             .wait_event("config", |e| e["result"] == "applied")?;
         Ok(())
+    }
+
+    /// Adds services named `names` (namespace `default`) to the registry file, next to `echo`
+    /// and served by the same endpoint, and exports each once the controller has read the
+    /// edit.
+    pub fn add_and_export(&self, names: &[&str]) -> Result<()> {
+        let mut all = vec!["echo"];
+        all.extend_from_slice(names);
+        Files {
+            shell: &self.shell,
+            show: true,
+        }
+        .write(&self.rel.join("registry.yaml"), &registry_yaml(self.echo.addr, &all))?;
+        for name in names {
+            let service = format!("{name}.default");
+            self.wait_for(&format!("{service} exported"), || {
+                Ok(crate::run_ok(&mut self.ctl(&["export", &service])?).is_ok())
+            })?;
+            self.shell.echo(&self.ctl_line(&format!("export {service}")));
+        }
+        Ok(())
+    }
+
+    /// The gateway's `/config_dump`.
+    pub fn config_dump(&self) -> Result<Value> {
+        let body = crate::echo::get(self.admin, "/config_dump", "admin").map_err(|e| {
+            self.gateway
+                .fail(&format!("GET http://{}/config_dump: {e}", self.admin))
+        })?;
+        serde_json::from_str(&body).map_err(|e| Error::Output {
+            command: format!("curl http://{}/config_dump", self.admin),
+            detail: e.to_string(),
+        })
+    }
+
+    /// Polls the gateway's `/config_dump` until its `tls` section satisfies `pred` (bounded);
+    /// that section.
+    pub fn wait_gateway_tls(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Result<Value> {
+        let mut last = Value::Null;
+        self.wait_for(what, || {
+            last = self.config_dump()?["tls"].clone();
+            Ok(pred(&last))
+        })
+        .map_err(|e| match e {
+            Error::Timeout { what, logs } => Error::Timeout {
+                what,
+                logs: format!("\nlast tls section: {last:#}{logs}"),
+            },
+            other => other,
+        })?;
+        Ok(last)
     }
 
     /// `federation-ctl --controller <api> ARGS`, run from the work directory.
@@ -396,6 +459,12 @@ impl Cluster {
         })
     }
 
+    /// Polls `ok` until it holds (bounded); a timeout carries the controller's and gateway's
+    /// logs.
+    pub fn wait_for(&self, what: &str, ok: impl FnMut() -> Result<bool>) -> Result<()> {
+        self.poll(what, ok)
+    }
+
     fn poll(&self, what: &str, mut ok: impl FnMut() -> Result<bool>) -> Result<()> {
         let deadline = Instant::now() + PATIENCE;
         while !ok()? {
@@ -409,6 +478,20 @@ impl Cluster {
         }
         Ok(())
     }
+}
+
+/// A registry listing `names` (namespace `default`, port `http` 8080), all served by the echo
+/// endpoint at `echo`; no exports (the CLI makes them).
+fn registry_yaml(echo: SocketAddr, names: &[&str]) -> String {
+    let mut yaml = String::from("services:\n");
+    for name in names {
+        yaml.push_str(&format!(
+            "  - name: {name}\n    namespace: default\n    ports: [{{ name: http, port: 8080, target_port: {} }}]\n    endpoints: [{{ address: {} }}]\n",
+            echo.port(),
+            echo.ip()
+        ));
+    }
+    yaml + "exports: []\n"
 }
 
 /// Writes config files, shown as heredocs when the shell is verbose and `show` is set.

@@ -53,17 +53,24 @@ fn answer(mut conn: TcpStream, body: &str) {
 
 /// One HTTP call over plain TCP to `addr`; the response body, trimmed, or why it failed.
 pub fn call(addr: SocketAddr) -> Result<String, String> {
+    get(addr, "/", "echo")
+}
+
+/// `GET path` (HTTP/1.0) to `addr`; the body of a 200 response, trimmed, or why it failed.
+pub fn get(addr: SocketAddr, path: &str, host: &str) -> Result<String, String> {
     let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .map_err(|e| format!("connect {addr}: {e}"))?;
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;
-    conn.write_all(b"GET / HTTP/1.0\r\nHost: echo\r\n\r\n")
+    conn.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
         .map_err(|e| format!("write: {e}"))?;
     let mut resp = String::new();
     conn.read_to_string(&mut resp)
         .map_err(|e| format!("read: {e}"))?;
     match resp.split_once("\r\n\r\n") {
-        Some((head, body)) if head.starts_with("HTTP/1.0 200") => Ok(body.trim().to_owned()),
+        Some((head, body)) if head.starts_with("HTTP/1.") && head[8..].starts_with(" 200") => {
+            Ok(body.trim().to_owned())
+        }
         _ => Err(format!("unexpected response {resp:?}")),
     }
 }

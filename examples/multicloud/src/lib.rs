@@ -14,6 +14,8 @@
 //! - [`cluster`]: one cluster: start, stop, restart, and the `federation-ctl` verbs.
 //! - [`topology`]: roots, intermediates and the clusters of one work directory; `topology.json`.
 //! - [`traffic`]: calls until an answer, and continuous calls with success/failure counts.
+//! - [`rotation`]: the `trust-bundle rotate` stages over a running topology, each waited out,
+//!   and the checks of what gateways present and trust.
 //!
 //! Every wait is bounded by [`PATIENCE`] and fails with the logs of the processes involved.
 //!
@@ -23,6 +25,7 @@
 pub mod cluster;
 pub mod echo;
 pub mod process;
+pub mod rotation;
 pub mod shell;
 pub mod topology;
 pub mod traffic;
