@@ -138,3 +138,65 @@ fn assert_no_failures(what: &str, counts: &Counts) {
         counts.errors
     );
 }
+
+#[test]
+fn a_broken_trust_change_is_refused_and_the_material_in_force_stays() -> Result {
+    let work = tempfile::tempdir().expect("tempdir");
+    let mut topo = Topology::new(Shell::new(work.path())?);
+    let mesh = topo.root("root", "mesh.example")?;
+    let a_ca = topo.intermediate(&mesh, "a")?;
+    let b_ca = topo.intermediate(&mesh, "b")?;
+    topo.start("a", &a_ca, &Options::default())?;
+    topo.start("b", &b_ca, &Options::default())?;
+    let (a, b) = (topo.get("a")?, topo.get("b")?);
+    a.join(&b.token()?)?;
+    b.export(ECHO)?;
+    let listener = a.listener(ECHO)?;
+    call_until(listener, "b")?;
+    let traffic = Traffic::start(listener, "b");
+    let before = b.config_dump()?["tls"].clone();
+    let refusals = |c: &multicloud::cluster::Cluster| {
+        std::fs::read_to_string(c.controller.stderr_log())
+            .unwrap_or_default()
+            .matches("new trust material refused")
+            .count()
+    };
+
+    // A half-written bundle file.
+    let bundle = work.path().join(&mesh.bundle);
+    let good = std::fs::read(&bundle).expect("bundle");
+    std::fs::write(&bundle, &good[..good.len() / 2]).expect("truncate bundle");
+    b.wait_for("b's controller refuses the truncated bundle", || {
+        Ok(refusals(b) >= 1)
+    })?;
+    std::fs::write(&bundle, &good).expect("restore bundle");
+
+    // An intermediate re-issued under a root the bundle does not hold (activate before
+    // prepare): the leaves it would issue could not be verified by anyone.
+    let mut cmd = topo.shell.command("trust-bundle")?;
+    cmd.args(["root", "create", "--trust-domain", "mesh.example", "--out", "stray-root"]);
+    multicloud::run_ok(&mut cmd)?;
+    let mut cmd = topo.shell.command("trust-bundle")?;
+    cmd.args(["rotate", "activate", "--root", "stray-root", "--intermediate"])
+        .arg(&b_ca.dir);
+    multicloud::run_ok(&mut cmd)?;
+    let b = topo.get("b")?;
+    b.wait_for("b's controller refuses the unanchored intermediate", || {
+        Ok(refusals(b) >= 2)
+    })?;
+    let log = std::fs::read_to_string(b.controller.stderr_log()).unwrap_or_default();
+    assert!(
+        log.contains("does not contain the root the CA directory chains to"),
+        "the refusal says what is wrong: {log}"
+    );
+    traffic.wait_successes(CALLS_PER_STAGE)?;
+    let after = b.config_dump()?["tls"].clone();
+    assert_eq!(
+        (&after["chain"], &after["roots"]),
+        (&before["chain"], &before["roots"]),
+        "b's gateway keeps the identity and roots in force"
+    );
+    let counts = traffic.stop();
+    assert_no_failures("a -> b while broken trust material was refused", &counts);
+    Ok(())
+}

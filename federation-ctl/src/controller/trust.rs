@@ -26,7 +26,7 @@ use super::{Shared, convert};
 use crate::api::peering as pb;
 use crate::identity::{self, CaFiles, ClusterCa, IdentityError, Role};
 use crate::model::ClusterName;
-use crate::state::{StateDir, StateError, TrustRecord};
+use crate::state::{LinkRecord, StateDir, StateError, TrustRecord};
 
 /// How often the CA directory and the bundle file are read.
 const POLL: Duration = Duration::from_millis(250);
@@ -209,8 +209,52 @@ fn commit(shared: &Shared, ca: ClusterCa) {
     shared.changed.notify_one();
 }
 
-/// A peer's `TrustBundleUpdate`. A bundle for a trust domain other than the link's, a stale
-/// sequence or an unusable bundle is refused with a log line; the session goes on.
+/// Why a peer's `TrustBundleUpdate` is not taken.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Refused {
+    #[error(
+        "it is for trust domain {got}, but the link was made with {linked}; a peer may update only its own trust domain"
+    )]
+    ForeignTrustDomain { got: String, linked: String },
+    #[error("sequence {got} is not above {have}, the last one applied")]
+    Stale { got: u64, have: u64 },
+    #[error("not a SPIFFE bundle: {0}")]
+    Invalid(String),
+    #[error("it holds no root")]
+    Empty,
+}
+
+/// Decides on a peer's update against what we hold from that peer: the record to keep, or why
+/// not. No IO.
+pub(crate) fn check_update(
+    record: &LinkRecord,
+    update: &pb::TrustBundleUpdate,
+) -> Result<LinkRecord, Refused> {
+    if update.trust_domain != record.trust_domain.as_str() {
+        return Err(Refused::ForeignTrustDomain {
+            got: update.trust_domain.clone(),
+            linked: record.trust_domain.to_string(),
+        });
+    }
+    if update.sequence <= record.bundle_sequence {
+        return Err(Refused::Stale {
+            got: update.sequence,
+            have: record.bundle_sequence,
+        });
+    }
+    let bundle = X509Bundle::from_spiffe_json(update.bundle_json.as_bytes())
+        .map_err(|e| Refused::Invalid(e.to_string()))?;
+    if bundle.is_empty() {
+        return Err(Refused::Empty);
+    }
+    let mut next = record.clone();
+    next.bundle_json = update.bundle_json.clone();
+    next.bundle_sequence = update.sequence;
+    Ok(next)
+}
+
+/// A peer's `TrustBundleUpdate`: recorded and put in force, or refused with a log line (the
+/// session goes on).
 pub(crate) fn apply_peer_update(
     shared: &Shared,
     peer: &ClusterName,
@@ -221,32 +265,22 @@ pub(crate) fn apply_peer_update(
         let Some(link) = core.links.get_mut(peer) else {
             return Err(SessionEnd::NotLinked(peer.clone()));
         };
-        if update.trust_domain != link.record.trust_domain.as_str() {
-            tracing::warn!(%peer, trust_domain = %update.trust_domain, linked = %link.record.trust_domain, "trust bundle update refused: a peer may update only the trust domain it linked with");
-            return Ok(());
-        }
-        if update.sequence <= link.record.bundle_sequence {
-            tracing::debug!(%peer, sequence = update.sequence, have = link.record.bundle_sequence, "stale trust bundle update ignored");
-            return Ok(());
-        }
-        let bundle = match X509Bundle::from_spiffe_json(update.bundle_json.as_bytes()) {
-            Ok(bundle) if !bundle.is_empty() => bundle,
-            Ok(_) => {
-                tracing::warn!(%peer, sequence = update.sequence, "trust bundle update refused: it holds no root");
+        match check_update(&link.record, &update) {
+            Ok(record) => {
+                link.record = record.clone();
+                record
+            }
+            Err(refused @ Refused::Stale { .. }) => {
+                tracing::debug!(%peer, reason = %refused, "trust bundle update ignored");
                 return Ok(());
             }
-            Err(error) => {
-                tracing::warn!(%peer, sequence = update.sequence, %error, "trust bundle update refused: not a SPIFFE bundle");
+            Err(refused) => {
+                tracing::warn!(%peer, sequence = update.sequence, reason = %refused, "trust bundle update refused");
                 return Ok(());
             }
-        };
-        let mut record = link.record.clone();
-        record.bundle_json = update.bundle_json;
-        record.bundle_sequence = update.sequence;
-        link.record = record.clone();
-        tracing::info!(%peer, sequence = update.sequence, roots = bundle.roots().len(), "peer trust bundle updated");
-        record
+        }
     };
+    tracing::info!(%peer, sequence = record.bundle_sequence, "peer trust bundle updated");
     // Recorded before it takes effect, so a restart resumes from what was applied.
     if let Err(error) = shared.state.save_link(&record) {
         tracing::error!(%peer, %error, "cannot persist the peer's new bundle");
@@ -257,3 +291,6 @@ pub(crate) fn apply_peer_update(
     shared.changed.notify_one();
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
