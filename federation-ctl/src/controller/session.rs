@@ -15,6 +15,9 @@ use crate::api::peering as pb;
 use crate::config::HostPort;
 use crate::model::{ClusterName, ExportFeed, FeedError, FeedUpdate};
 
+/// How long a session whose link was removed waits for the peer to take the `Unlinked` message.
+const UNLINK_FLUSH: Duration = Duration::from_secs(2);
+
 /// Why a session ended.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SessionEnd {
@@ -151,7 +154,15 @@ async fn receive(
             Some(Ok(msg)) => msg,
         };
         if current_tx(shared, peer, id).is_none() {
-            return SessionEnd::Replaced;
+            if shared.lock().links.contains_key(peer) {
+                return SessionEnd::Replaced;
+            }
+            // Removed while up: the `Unlinked` queued for the peer must leave before the stream
+            // is dropped (dropping it resets the stream, queued messages and all). The peer
+            // closes once it has it; a peer that does not is given up on.
+            let drain = async { while let Some(Ok(_)) = inbound.next().await {} };
+            let _ = tokio::time::timeout(UNLINK_FLUSH, drain).await;
+            return SessionEnd::NotLinked(peer.clone());
         }
         let Some(kind) = msg.kind else {
             continue;
