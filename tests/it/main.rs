@@ -2,4 +2,5 @@
 //! `federation-ctl` on loopback.
 
 mod federation;
+mod restart;
 mod rotation;

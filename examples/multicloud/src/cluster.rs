@@ -39,6 +39,11 @@ pub struct Options {
     pub missed_heartbeats: u32,
     /// Print the config files as they are written (when the shell is verbose).
     pub show_files: bool,
+    /// The gateway's `drain_timeout`.
+    pub drain_timeout: Duration,
+    /// Start the gateway with `--handover <name>/gateway.handover`, so
+    /// [`Cluster::replace_gateway`] can start its successor on the same ingress socket.
+    pub handover: bool,
 }
 
 impl Default for Options {
@@ -54,6 +59,8 @@ impl Default for Options {
             heartbeat: Duration::from_millis(200),
             missed_heartbeats: 4,
             show_files: true,
+            drain_timeout: Duration::from_secs(2),
+            handover: false,
         }
     }
 }
@@ -91,6 +98,9 @@ pub struct Cluster {
     shell: Shell,
     rel: PathBuf,
     bootstrap: PathBuf,
+    drain_timeout: Duration,
+    /// The gateway's handover socket, relative to the work directory.
+    handover: Option<PathBuf>,
     config: PathBuf,
 }
 
@@ -159,9 +169,20 @@ impl Cluster {
         let bootstrap = rel.join("gateway.yaml");
         let ingress = SocketAddr::new(host, free_or_any(host, opts.ingress_port));
         let admin = SocketAddr::new(host, free_or_any(host, opts.admin_port));
-        files.write(&bootstrap, &gateway_yaml(name, ingress, admin))?;
+        files.write(
+            &bootstrap,
+            &gateway_yaml(name, ingress, admin, opts.drain_timeout),
+        )?;
         let api = rel.join("state").join("api.sock");
-        let gateway = spawn_gateway(shell, name, &rel, &api, &bootstrap)?;
+        let handover = opts.handover.then(|| rel.join("gateway.handover"));
+        let gateway = spawn_gateway(
+            shell,
+            name,
+            "gateway",
+            &api,
+            &bootstrap,
+            handover.as_deref(),
+        )?;
         let ready = gateway.wait_event("ready", |_| true)?;
         let address = |field: &str| -> Result<SocketAddr> {
             ready[field]
@@ -201,6 +222,8 @@ impl Cluster {
             shell: shell.clone(),
             rel,
             bootstrap,
+            drain_timeout: opts.drain_timeout,
+            handover,
             config,
         };
         // The gateway has its first config once the controller serves.
@@ -241,15 +264,16 @@ impl Cluster {
         self.gateway.kill();
         std::fs::write(
             self.shell.work().join(&self.bootstrap),
-            gateway_yaml(&self.name, self.ingress, self.admin),
+            gateway_yaml(&self.name, self.ingress, self.admin, self.drain_timeout),
         )
         .map_err(Error::io(format!("write {}", self.bootstrap.display())))?;
         self.gateway = spawn_gateway(
             &self.shell,
             &self.name,
-            &self.rel,
+            "gateway",
             &self.api,
             &self.bootstrap,
+            self.handover.as_deref(),
         )?;
         self.gateway
             .wait_event("config", |e| e["result"] == "applied")?;
@@ -305,6 +329,50 @@ impl Cluster {
             other => other,
         })?;
         Ok(last)
+    }
+
+    /// Starts a second gateway on the same ingress socket, taken over from the running one
+    /// through the handover socket (the cluster must start with `Options::handover`), with its
+    /// own admin listener; waits until it has the controller's config, then makes it the
+    /// cluster's gateway. The old one, still serving, is returned: drain it with SIGTERM.
+    pub fn replace_gateway(&mut self) -> Result<Process> {
+        let Some(handover) = self.handover.clone() else {
+            return Err(self
+                .gateway
+                .fail("started without a handover socket (Options::handover)"));
+        };
+        let bootstrap = self.rel.join("gateway-next.yaml");
+        let admin = SocketAddr::new(self.host, 0);
+        Files {
+            shell: &self.shell,
+            show: true,
+        }
+        .write(
+            &bootstrap,
+            &gateway_yaml(&self.name, self.ingress, admin, self.drain_timeout),
+        )?;
+        let next = spawn_gateway(
+            &self.shell,
+            &self.name,
+            "gateway-next",
+            &self.api,
+            &bootstrap,
+            Some(&handover),
+        )?;
+        let ready = next.wait_event("ready", |_| true)?;
+        if ready["ingress_handed_over"] != true || ready["ingress"] != self.ingress.to_string() {
+            return Err(next.fail(&format!(
+                "did not take over the ingress listener {}: {ready}",
+                self.ingress
+            )));
+        }
+        next.wait_event("config", |e| e["result"] == "applied")?;
+        self.admin = ready["admin"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| next.fail("its ready event has no admin address"))?;
+        self.bootstrap = bootstrap;
+        Ok(std::mem::replace(&mut self.gateway, next))
     }
 
     /// `federation-ctl --controller <api> ARGS`, run from the work directory.
@@ -511,27 +579,38 @@ impl Files<'_> {
     }
 }
 
-fn gateway_yaml(name: &str, ingress: SocketAddr, admin: SocketAddr) -> String {
+fn gateway_yaml(name: &str, ingress: SocketAddr, admin: SocketAddr, drain: Duration) -> String {
     format!(
-        "cluster: {name}\ningress: {{ listen: {ingress} }}\nadmin: {{ listen: {admin} }}\ndrain_timeout: 2s\n"
+        "cluster: {name}\ningress: {{ listen: {ingress} }}\nadmin: {{ listen: {admin} }}\ndrain_timeout: {}\n",
+        if drain.subsec_millis() == 0 {
+            format!("{}s", drain.as_secs())
+        } else {
+            format!("{}ms", drain.as_millis())
+        }
     )
 }
 
+/// Starts a gateway of cluster `name` in controller mode; its stdout and stderr go to
+/// `<name>/<file>.out|.err`.
 fn spawn_gateway(
     shell: &Shell,
     name: &str,
-    rel: &Path,
+    file: &str,
     api: &Path,
     bootstrap: &Path,
+    handover: Option<&Path>,
 ) -> Result<Process> {
     let mut cmd = shell.command("east-west-gateway")?;
     cmd.arg("--controller")
         .arg(api)
         .arg("--config")
         .arg(bootstrap)
-        .args(["--name", &format!("{name}-gw")])
-        .env("EWG_LOG", "info");
-    shell.spawn(&format!("{name}-gateway"), rel, "gateway", &mut cmd)
+        .args(["--name", &format!("{name}-gw")]);
+    if let Some(path) = handover {
+        cmd.arg("--handover").arg(path);
+    }
+    cmd.env("EWG_LOG", "info");
+    shell.spawn(&format!("{name}-{file}"), Path::new(name), file, &mut cmd)
 }
 
 /// Starts the controller and waits until it serves; its peering address.
