@@ -114,10 +114,7 @@ pub async fn build(source: Source) -> Result<Bound, Error> {
 
 /// As [`build`], with the ingress listener taken from the instance serving `handover` if one
 /// does, and `handover` then served for a successor.
-pub async fn build_with_handover(
-    source: Source,
-    handover: Option<&Path>,
-) -> Result<Bound, Error> {
+pub async fn build_with_handover(source: Source, handover: Option<&Path>) -> Result<Bound, Error> {
     let config = match &source {
         Source::File { config, .. } => Config::clone(config),
         Source::Controller { bootstrap, .. } => bootstrap.initial().clone(),
@@ -301,14 +298,12 @@ fn bind(listener: &'static str, address: SocketAddr) -> Result<TcpListener, Erro
 /// says (any address when the config says port 0).
 #[cfg(target_os = "linux")]
 fn take_ingress(path: &Path, configured: SocketAddr) -> Result<Option<TcpListener>, Error> {
-    let Some(listener) =
-        crate::handover::take(path).map_err(|e| Error::Handover(e.to_string()))?
+    let Some(listener) = crate::handover::take(path).map_err(|e| Error::Handover(e.to_string()))?
     else {
         return Ok(None);
     };
-    let listener = TcpListener::from_std(listener).map_err(|e| {
-        Error::Handover(format!("handover socket {}: {e}", path.display()))
-    })?;
+    let listener = TcpListener::from_std(listener)
+        .map_err(|e| Error::Handover(format!("handover socket {}: {e}", path.display())))?;
     let actual = local_addr(&listener, "ingress")?;
     if configured.port() != 0 && actual != configured {
         return Err(Error::Handover(format!(
@@ -332,7 +327,9 @@ fn take_ingress(path: &Path, _: SocketAddr) -> Result<Option<TcpListener>, Error
 fn serve_handover(path: &Path, ingress: &TcpListener) -> Result<JoinHandle<()>, Error> {
     use std::os::fd::AsFd;
     let fd = ingress.as_fd().try_clone_to_owned().map_err(|e| {
-        Error::Handover(format!("cannot duplicate the ingress socket for handover: {e}"))
+        Error::Handover(format!(
+            "cannot duplicate the ingress socket for handover: {e}"
+        ))
     })?;
     crate::handover::serve(path, fd).map_err(|e| Error::Handover(e.to_string()))
 }

@@ -148,8 +148,12 @@ pub fn serve(path: &Path, ingress: OwnedFd) -> Result<JoinHandle<()>, Error> {
                 &mut control,
                 SendFlags::empty(),
             ) {
-                Ok(_) => tracing::info!(socket = %shown, "ingress listener handed over to a new instance; drain this one with SIGTERM"),
-                Err(error) => tracing::warn!(%error, socket = %shown, "ingress listener handover failed"),
+                Ok(_) => {
+                    tracing::info!(socket = %shown, "ingress listener handed over to a new instance; drain this one with SIGTERM")
+                }
+                Err(error) => {
+                    tracing::warn!(%error, socket = %shown, "ingress listener handover failed")
+                }
             }
         }
     }))

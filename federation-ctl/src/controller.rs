@@ -410,7 +410,10 @@ impl Shared {
         match role {
             Role::Controller => {
                 self.identity
-                    .replace(id.credential.chain.clone(), id.credential.key.to_pkcs8_der())
+                    .replace(
+                        id.credential.chain.clone(),
+                        id.credential.key.to_pkcs8_der(),
+                    )
                     .context("the new controller identity is not usable for TLS")?;
                 tracing::info!(spiffe_id = %id.spiffe_id, "controller identity issued");
                 *self

@@ -3,12 +3,12 @@
 //! root) and one in `onprem` (a root of its own, federated over the link), and not one call
 //! fails.
 
+use multicloud::Error;
 use multicloud::cluster::{ECHO, Options};
 use multicloud::rotation::{der_base64, presented_chain, root_fingerprints, verify_chain};
 use multicloud::shell::Shell;
 use multicloud::topology::Topology;
 use multicloud::traffic::{Counts, Traffic, call_until};
-use multicloud::Error;
 
 type Result<T = (), E = Error> = std::result::Result<T, E>;
 
@@ -90,8 +90,11 @@ fn rotating_the_shared_root_under_traffic_fails_no_call_and_retires_the_old_root
         topo.get("onprem")?.ingress,
         "8080.ledger.default.onprem.v1.isthmus.internal",
     )?;
-    if let Err(why) = verify_chain(work.path(), &work.path().join("onprem-root/cert.pem"), &chain)
-    {
+    if let Err(why) = verify_chain(
+        work.path(),
+        &work.path().join("onprem-root/cert.pem"),
+        &chain,
+    ) {
         panic!("onprem's gateway chain does not verify to its own root: {why}");
     }
 
@@ -174,11 +177,24 @@ fn a_broken_trust_change_is_refused_and_the_material_in_force_stays() -> Result 
     // An intermediate re-issued under a root the bundle does not hold (activate before
     // prepare): the leaves it would issue could not be verified by anyone.
     let mut cmd = topo.shell.command("trust-bundle")?;
-    cmd.args(["root", "create", "--trust-domain", "mesh.example", "--out", "stray-root"]);
+    cmd.args([
+        "root",
+        "create",
+        "--trust-domain",
+        "mesh.example",
+        "--out",
+        "stray-root",
+    ]);
     multicloud::run_ok(&mut cmd)?;
     let mut cmd = topo.shell.command("trust-bundle")?;
-    cmd.args(["rotate", "activate", "--root", "stray-root", "--intermediate"])
-        .arg(&b_ca.dir);
+    cmd.args([
+        "rotate",
+        "activate",
+        "--root",
+        "stray-root",
+        "--intermediate",
+    ])
+    .arg(&b_ca.dir);
     multicloud::run_ok(&mut cmd)?;
     let b = topo.get("b")?;
     b.wait_for("b's controller refuses the unanchored intermediate", || {

@@ -290,13 +290,17 @@ impl Cluster {
             shell: &self.shell,
             show: true,
         }
-        .write(&self.rel.join("registry.yaml"), &registry_yaml(self.echo.addr, &all))?;
+        .write(
+            &self.rel.join("registry.yaml"),
+            &registry_yaml(self.echo.addr, &all),
+        )?;
         for name in names {
             let service = format!("{name}.default");
             self.wait_for(&format!("{service} exported"), || {
                 Ok(crate::run_ok(&mut self.ctl(&["export", &service])?).is_ok())
             })?;
-            self.shell.echo(&self.ctl_line(&format!("export {service}")));
+            self.shell
+                .echo(&self.ctl_line(&format!("export {service}")));
         }
         Ok(())
     }

@@ -34,9 +34,11 @@ impl Topology {
             ..old.clone()
         };
         let fp = self.fingerprint(&new.dir.join("cert.pem"))?;
-        self.wait_roots(&old.trust_domain, "holds the new root next to the old", |roots| {
-            roots.contains(&fp) && roots.len() >= 2
-        })?;
+        self.wait_roots(
+            &old.trust_domain,
+            "holds the new root next to the old",
+            |roots| roots.contains(&fp) && roots.len() >= 2,
+        )?;
         self.roots.push(new.clone());
         Ok(new)
     }
@@ -146,9 +148,15 @@ pub fn root_fingerprints(tls: &Value, trust_domain: &str) -> Vec<String> {
 /// it would ask for one).
 pub fn presented_chain(addr: std::net::SocketAddr, sni: &str) -> Result<Vec<String>> {
     let mut cmd = Command::new("openssl");
-    cmd.args(["s_client", "-connect", &addr.to_string(), "-servername", sni])
-        .args(["-showcerts", "-verify_quiet"])
-        .stdin(Stdio::null());
+    cmd.args([
+        "s_client",
+        "-connect",
+        &addr.to_string(),
+        "-servername",
+        sni,
+    ])
+    .args(["-showcerts", "-verify_quiet"])
+    .stdin(Stdio::null());
     let line = crate::shell::display(&cmd);
     let out = cmd.output().map_err(|source| Error::Spawn {
         command: line.clone(),

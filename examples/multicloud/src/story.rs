@@ -184,7 +184,9 @@ impl Demo {
             bail!("the trust step did not run");
         };
         let mesh = aws_ca.root.clone();
-        self.note("gcp's gateway comes back on its addresses; aws's calls return to gcp, its preference");
+        self.note(
+            "gcp's gateway comes back on its addresses; aws's calls return to gcp, its preference",
+        );
         self.topo.get_mut("gcp")?.restart_gateway()?;
         call_until(listener, "gcp")?;
         self.note("onprem exports a second service, ledger.default, so calls to onprem (its own root) flow too");

@@ -47,7 +47,10 @@ pub(crate) fn open(
     let (info, bundle_update) = {
         let announced = shared.announced.lock().unwrap_or_else(|e| e.into_inner());
         let ca = shared.ca.load();
-        (shared.our_info(), super::trust::update_message(&announced, &ca))
+        (
+            shared.our_info(),
+            super::trust::update_message(&announced, &ca),
+        )
     };
     let mut core = shared.lock();
     let registry = core.registry.clone();
