@@ -1,6 +1,8 @@
 //! End-to-end scenarios with real processes: `trust-bundle`, `east-west-gateway` and
-//! `federation-ctl` on loopback.
+//! `federation-ctl` on loopback, in network namespaces, and with Envoy.
 
+mod envoy;
 mod federation;
+mod netns;
 mod restart;
 mod rotation;
