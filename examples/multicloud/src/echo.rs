@@ -4,6 +4,8 @@
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::process::Process;
@@ -15,9 +17,16 @@ use crate::{Error, Result};
 pub struct Echo {
     pub addr: SocketAddr,
     pub process: Option<Process>,
+    /// Connections accepted so far (counted on this process's threads only).
+    accepted: Arc<AtomicUsize>,
 }
 
 impl Echo {
+    /// How many connections the endpoint accepted so far (0 for one in a namespace).
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
     /// Listens on `host`, any free port, and answers `body`.
     pub fn start(host: IpAddr, body: &str) -> Result<Self> {
         let listener =
@@ -26,9 +35,12 @@ impl Echo {
             .local_addr()
             .map_err(Error::io("echo listener address"))?;
         let body = body.to_owned();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
+                counter.fetch_add(1, Ordering::Relaxed);
                 let body = body.clone();
                 std::thread::spawn(move || answer(conn, &body));
             }
@@ -36,6 +48,7 @@ impl Echo {
         Ok(Self {
             addr,
             process: None,
+            accepted,
         })
     }
 
@@ -70,6 +83,7 @@ impl Echo {
         Ok(Self {
             addr: SocketAddr::new(host, port),
             process: Some(process),
+            accepted: Arc::default(),
         })
     }
 }
