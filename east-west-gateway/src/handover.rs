@@ -52,17 +52,19 @@ pub enum Error {
     NoSocket { path: PathBuf },
 }
 
+fn io_error(path: &Path, action: &'static str) -> impl FnOnce(io::Error) -> Error {
+    let path = path.to_owned();
+    move |source| Error::Io {
+        path,
+        action,
+        source,
+    }
+}
+
 /// Takes the ingress listening socket from the instance serving `path`; `None` when nobody
 /// serves it (a first start, or a stale socket file).
 pub fn take(path: &Path) -> Result<Option<std::net::TcpListener>, Error> {
-    let io_err = |action| {
-        let path = path.to_owned();
-        move |source| Error::Io {
-            path,
-            action,
-            source,
-        }
-    };
+    let io_err = |action| io_error(path, action);
     let stream = match UnixStream::connect(path) {
         Ok(stream) => stream,
         Err(e)
@@ -111,14 +113,7 @@ pub fn take(path: &Path) -> Result<Option<std::net::TcpListener>, Error> {
 /// Serves `path`: hands `ingress` (a duplicate of the ingress listening socket) to each
 /// successor that asks. Replaces whatever socket file was there (the predecessor's).
 pub fn serve(path: &Path, ingress: OwnedFd) -> Result<JoinHandle<()>, Error> {
-    let io_err = |action| {
-        let path = path.to_owned();
-        move |source| Error::Io {
-            path,
-            action,
-            source,
-        }
-    };
+    let io_err = |action| io_error(path, action);
     match std::fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -157,4 +152,61 @@ pub fn serve(path: &Path, ingress: OwnedFd) -> Result<JoinHandle<()>, Error> {
             }
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_successor_takes_the_same_listening_socket_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gw.handover");
+        assert!(take(&path).unwrap().is_none(), "nobody serves it yet");
+
+        let original = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = original.local_addr().unwrap();
+        let server = serve(&path, OwnedFd::from(original.try_clone().unwrap())).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "only the same user may take the socket");
+
+        let taken = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || take(&path))
+                .await
+                .unwrap()
+                .unwrap()
+                .expect("the running instance answers")
+        };
+        assert_eq!(taken.local_addr().unwrap(), address);
+        // One socket: the predecessor stops accepting and the successor takes the next client.
+        drop(original);
+        let mut client = std::net::TcpStream::connect(address).unwrap();
+        client.write_all(b"hi").unwrap();
+        taken.set_nonblocking(false).unwrap();
+        let (mut accepted, _) = taken.accept().unwrap();
+        let mut buf = [0u8; 2];
+        accepted.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"hi");
+        server.abort();
+    }
+
+    #[test]
+    fn a_socket_that_sends_no_listener_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("not-a-gateway");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let answer = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            conn.write_all(b"hello").unwrap();
+        });
+        let error = take(&path).unwrap_err();
+        answer.join().unwrap();
+        assert!(
+            error.to_string().contains("not-a-gateway") && error.to_string().contains("--handover"),
+            "{error}"
+        );
+    }
 }
