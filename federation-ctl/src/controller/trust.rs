@@ -179,6 +179,13 @@ fn commit(shared: &Shared, ca: ClusterCa) {
         roots,
         "new trust material in force"
     );
+    if shared.cfg.trust_bundle.is_none() && announce.is_some() {
+        // The bundle is then the CA directory's root.pem alone: the old root left with no
+        // overlap, and peers still presenting chains to it are refused from now on.
+        tracing::warn!(
+            "our bundle changed to the CA directory's new root with no overlap; set `trust_bundle:` to a bundle file and rotate with `trust-bundle rotate prepare` first"
+        );
+    }
     if intermediate_changed {
         let now = SystemTime::now();
         for role in [Role::Controller, Role::Gateway] {
