@@ -5,7 +5,7 @@
 //! | `/healthz` | 200 while the process runs |
 //! | `/readyz` | 200 while accepting; 503 once draining |
 //! | `/metrics` | Prometheus/OpenMetrics text |
-//! | `/config_dump` | the effective config as JSON, secrets redacted, with its generation, the TLS identity (SPIFFE ID, expiry) and trust domains in force, each egress listener's bound address and gateways' health, RTT and DNS state, and in controller mode the controller address, connection state and config version |
+//! | `/config_dump` | the effective config as JSON, secrets redacted, with its generation, the TLS identity (SPIFFE ID, expiry, the chain presented) and trust domains and roots in force (subjects and SHA-256 fingerprints), each egress listener's bound address and gateways' health, RTT and DNS state, and in controller mode the controller address, connection state and config version |
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -73,6 +73,8 @@ fn respond(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
                     "spiffe_id": own.spiffe_id,
                     "expires": rfc3339(own.not_after),
                     "trust_domains": t.trust_domains(),
+                    "chain": own.chain,
+                    "roots": own.roots,
                 })
             });
             let body = serde_json::json!({

@@ -3,10 +3,12 @@
 //! (TLS material, routes, egress listeners; an egress port conflict also fails startup), then
 //! spawns the ingress accept loop, the admin server and either the file reloader or, in
 //! controller mode, the controller client (the gateway is ready at once and serves nothing
-//! until the controller's first config).
+//! until the controller's first config). With a handover socket, the ingress listener is taken
+//! from the instance being replaced ([`crate::handover`]) and, in controller mode, accepted on
+//! only once the controller's first config is in force, so the predecessor answers meanwhile.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +49,9 @@ pub enum Error {
     /// The egress listeners could not be set up.
     #[error(transparent)]
     Egress(#[from] egress::Error),
+    /// The ingress listener could not be taken over, or the handover socket served.
+    #[error("{0}")]
+    Handover(String),
 }
 
 impl From<apply::Error> for Error {
@@ -89,7 +94,12 @@ pub struct Bound {
     pub egress: Vec<(String, SocketAddr)>,
     /// The controller address, in controller mode.
     pub controller: Option<String>,
+    /// Whether the ingress listener was taken over from a predecessor.
+    pub handed_over: bool,
     shared: Arc<Shared>,
+    /// Serves the handover socket; stopped first on drain, so no successor takes a socket this
+    /// instance is closing.
+    handover: Option<JoinHandle<()>>,
     trigger: drain::Trigger,
     background: Vec<JoinHandle<()>>,
     terminate: Signal,
@@ -99,11 +109,25 @@ pub struct Bound {
 
 /// Binds the listeners and starts serving.
 pub async fn build(source: Source) -> Result<Bound, Error> {
+    build_with_handover(source, None).await
+}
+
+/// As [`build`], with the ingress listener taken from the instance serving `handover` if one
+/// does, and `handover` then served for a successor.
+pub async fn build_with_handover(source: Source, handover: Option<&Path>) -> Result<Bound, Error> {
     let config = match &source {
         Source::File { config, .. } => Config::clone(config),
         Source::Controller { bootstrap, .. } => bootstrap.initial().clone(),
     };
-    let ingress = bind("ingress", config.ingress.listen)?;
+    let taken = match handover {
+        Some(path) => take_ingress(path, config.ingress.listen)?,
+        None => None,
+    };
+    let handed_over = taken.is_some();
+    let ingress = match taken {
+        Some(listener) => listener,
+        None => bind("ingress", config.ingress.listen)?,
+    };
     let admin = bind("admin", config.admin.listen)?;
     let addresses = (
         local_addr(&ingress, "ingress")?,
@@ -134,7 +158,11 @@ pub async fn build(source: Source) -> Result<Bound, Error> {
             source: failure.source,
         });
     }
-    tokio::spawn(proxy::serve(ingress, shared.clone(), watch));
+    let handover = match handover {
+        Some(path) => Some(serve_handover(path, &ingress)?),
+        None => None,
+    };
+    let mut gate = None;
     let mut background = vec![tokio::spawn(admin::serve(admin, shared.clone()))];
     let mut controller_address = None;
     match source {
@@ -151,6 +179,9 @@ pub async fn build(source: Source) -> Result<Bound, Error> {
         } => {
             let status = Arc::new(controller::Status::new(&settings));
             shared.set_controller(status.clone());
+            if handed_over {
+                gate = Some(status.clone());
+            }
             controller_address = Some(settings.address.clone());
             background.push(tokio::spawn(ignore_hangups(hangup)));
             let client = controller::Client {
@@ -164,13 +195,27 @@ pub async fn build(source: Source) -> Result<Bound, Error> {
             background.push(tokio::spawn(client.run()));
         }
     }
-    tracing::info!(ingress = %addresses.0, admin = %addresses.1, "gateway listening");
+    let mut gate_watch = watch.clone();
+    let serve = proxy::serve(ingress, shared.clone(), watch);
+    match gate {
+        // The predecessor keeps answering until this instance can route.
+        Some(status) => tokio::spawn(async move {
+            tokio::select! {
+                () = status.first_config() => serve.await,
+                () = gate_watch.stopped() => {}
+            }
+        }),
+        None => tokio::spawn(serve),
+    };
+    tracing::info!(ingress = %addresses.0, admin = %addresses.1, handed_over, "gateway listening");
     Ok(Bound {
         ingress: addresses.0,
         admin: addresses.1,
         egress: applied.egress.bound,
         controller: controller_address,
+        handed_over,
         shared,
+        handover,
         trigger,
         background,
         terminate,
@@ -204,6 +249,9 @@ impl Bound {
         if let Some(address) = &self.controller {
             event["controller"] = address.clone().into();
         }
+        if self.handed_over {
+            event["ingress_handed_over"] = true.into();
+        }
         event
     }
 
@@ -218,6 +266,9 @@ impl Bound {
 
     /// Stops accepting, lets open connections finish up to the drain timeout, closes the rest.
     pub async fn shutdown(self) -> Drained {
+        if let Some(task) = &self.handover {
+            task.abort();
+        }
         self.shared.set_not_ready();
         telemetry::event(&serde_json::json!({
             "event": "draining",
@@ -243,6 +294,51 @@ fn bind(listener: &'static str, address: SocketAddr) -> Result<TcpListener, Erro
         address,
         source,
     })
+}
+
+/// The ingress listener of the instance serving `path`, if any; it must listen where the config
+/// says (any address when the config says port 0).
+#[cfg(target_os = "linux")]
+fn take_ingress(path: &Path, configured: SocketAddr) -> Result<Option<TcpListener>, Error> {
+    let Some(listener) = crate::handover::take(path).map_err(|e| Error::Handover(e.to_string()))?
+    else {
+        return Ok(None);
+    };
+    let listener = TcpListener::from_std(listener)
+        .map_err(|e| Error::Handover(format!("handover socket {}: {e}", path.display())))?;
+    let actual = local_addr(&listener, "ingress")?;
+    if configured.port() != 0 && actual != configured {
+        return Err(Error::Handover(format!(
+            "handover socket {}: the instance there listens on {actual}, but ingress.listen is {configured}; hand over only between instances of one config",
+            path.display()
+        )));
+    }
+    tracing::info!(socket = %path.display(), ingress = %actual, "ingress listener taken over from the running instance");
+    Ok(Some(listener))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn take_ingress(path: &Path, _: SocketAddr) -> Result<Option<TcpListener>, Error> {
+    Err(Error::Handover(format!(
+        "--handover {}: listener handover needs Linux",
+        path.display()
+    )))
+}
+
+#[cfg(target_os = "linux")]
+fn serve_handover(path: &Path, ingress: &TcpListener) -> Result<JoinHandle<()>, Error> {
+    use std::os::fd::AsFd;
+    let fd = ingress.as_fd().try_clone_to_owned().map_err(|e| {
+        Error::Handover(format!(
+            "cannot duplicate the ingress socket for handover: {e}"
+        ))
+    })?;
+    crate::handover::serve(path, fd).map_err(|e| Error::Handover(e.to_string()))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn serve_handover(path: &Path, _: &TcpListener) -> Result<JoinHandle<()>, Error> {
+    take_ingress(path, SocketAddr::from(([0, 0, 0, 0], 0))).map(|_| tokio::spawn(async {}))
 }
 
 fn local_addr(listener: &TcpListener, name: &'static str) -> Result<SocketAddr, Error> {

@@ -96,6 +96,8 @@ pub struct Status {
     name: String,
     connected: AtomicBool,
     version: AtomicU64,
+    /// The version of the last config applied, for tasks that wait for the first one.
+    applied: tokio::sync::watch::Sender<u64>,
 }
 
 impl Status {
@@ -106,12 +108,20 @@ impl Status {
             name: settings.name.clone(),
             connected: AtomicBool::new(false),
             version: AtomicU64::new(0),
+            applied: tokio::sync::watch::channel(0).0,
         }
     }
 
     /// The version of the last config applied (0: none).
     pub fn version(&self) -> u64 {
         self.version.load(Ordering::Relaxed)
+    }
+
+    /// Returns once a config from the controller has been applied.
+    pub async fn first_config(&self) {
+        let mut applied = self.applied.subscribe();
+        // The sender lives as long as `self`.
+        let _ = applied.wait_for(|v| *v > 0).await;
     }
 
     /// For `/config_dump`.
@@ -236,6 +246,7 @@ impl Client {
             Ok(applied) => {
                 self.status.version.store(version, Ordering::Relaxed);
                 self.applied.notify_one();
+                self.status.applied.send_replace(version);
                 metrics
                     .controller_config_version
                     .set(i64::try_from(version).unwrap_or(i64::MAX));

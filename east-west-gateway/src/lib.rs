@@ -15,6 +15,8 @@ pub mod app;
 pub mod controller;
 pub mod drain;
 pub mod egress;
+#[cfg(target_os = "linux")]
+pub mod handover;
 pub mod metrics;
 pub mod proxy;
 pub mod telemetry;

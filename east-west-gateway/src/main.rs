@@ -31,6 +31,11 @@ struct Args {
     /// Write the `ready` event (bound addresses, pid) as JSON to this file once listening.
     #[arg(long, value_name = "PATH")]
     ready_file: Option<PathBuf>,
+    /// Unix socket for a restart without refused connections: take the ingress listener from
+    /// the instance serving it (if any), then serve it for the next instance. Drain the old
+    /// one with SIGTERM once the new one is ready.
+    #[arg(long, value_name = "PATH", env = "EWG_HANDOVER")]
+    handover: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -86,7 +91,7 @@ fn main() -> ExitCode {
             }
         }
     };
-    match run(source, args.ready_file) {
+    match run(source, args.ready_file, args.handover) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -127,13 +132,17 @@ fn validate(path: &Path) -> ExitCode {
     }
 }
 
-fn run(source: app::Source, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
+fn run(
+    source: app::Source,
+    ready_file: Option<PathBuf>,
+    handover: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("building the tokio runtime")?;
     runtime.block_on(async {
-        let bound = app::build(source).await?;
+        let bound = app::build_with_handover(source, handover.as_deref()).await?;
         let ready = bound.ready_event();
         if let Some(file) = ready_file {
             write_atomically(&file, &format!("{ready}\n"))

@@ -9,7 +9,10 @@
 //! - the lease ticker withdraws a silent peer's imports and restores them when it returns;
 //! - the gateway publisher rebuilds the gateways' config after changes, coalesced, and streams
 //!   it when it differs ([`services`]);
-//! - the identity task renews the controller's and the gateway's leaves at half-life.
+//! - the identity task renews the controller's and the gateway's leaves at half-life;
+//! - the trust watcher applies a changed CA directory or trust bundle file (a root rotation):
+//!   new leaves, a new bundle map for the gateways, a `TrustBundleUpdate` to every peer
+//!   ([`trust`]).
 //!
 //! A peer never blocks the local control plane: sessions talk to it through bounded queues, and
 //! a peer that cannot keep up loses its session (it resyncs from a snapshot when it redials).
@@ -20,6 +23,7 @@ mod peering;
 mod report;
 mod services;
 mod session;
+mod trust;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -28,6 +32,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
+use arc_swap::ArcSwap;
 use east_west_gateway::api as gw;
 use tokio::sync::{Notify, mpsc, watch};
 use trust_bundle::tls::{IdentityHandle, TrustHandle};
@@ -41,7 +46,7 @@ use crate::model::{
     ClusterName, Conflict, ExportFeed, ImportedService, PeerImports, Registry, merge_imports,
 };
 use crate::registry::Registry as RegistrySource;
-use crate::state::{EgressPorts, LinkRecord, LinkRole, StateDir};
+use crate::state::{EgressPorts, LinkRecord, LinkRole, StateDir, TrustRecord};
 use crate::token::TokenBook;
 
 pub use self::peering::join_link;
@@ -54,7 +59,11 @@ const LINK_QUEUE: usize = 1024;
 /// Everything the controller's tasks share.
 pub struct Shared {
     pub(crate) cfg: ControllerConfig,
-    pub(crate) ca: ClusterCa,
+    /// Replaced whole when the CA directory or the bundle file changes (a rotation).
+    pub(crate) ca: ArcSwap<ClusterCa>,
+    /// Our bundle as announced to peers, with its sequence. Held while `ca` is swapped and while
+    /// a session's opening messages are built, so a peer never gets the two out of step.
+    pub(crate) announced: Mutex<TrustRecord>,
     pub(crate) state: StateDir,
     pub(crate) registry: Arc<dyn RegistrySource>,
     pub(crate) core: Mutex<Core>,
@@ -64,7 +73,10 @@ pub struct Shared {
     pub(crate) trust: TrustHandle,
     /// The controller's own TLS identity.
     pub(crate) identity: IdentityHandle,
+    pub(crate) controller_identity: Mutex<Arc<Identity>>,
     pub(crate) gateway_identity: Mutex<Arc<Identity>>,
+    /// Wakes the renewal task after identities were replaced out of turn (a new CA).
+    pub(crate) identities_changed: Notify,
     pub(crate) gateway_config: watch::Sender<Arc<gw::GatewayConfig>>,
     pub(crate) peering_addresses: Vec<HostPort>,
     next_session: AtomicU64,
@@ -82,6 +94,35 @@ pub(crate) struct Core {
     pub(crate) egress: EgressPorts,
     pub(crate) imports: BTreeMap<crate::model::ServiceKey, ImportedService>,
     pub(crate) conflicts: Vec<Conflict>,
+}
+
+impl Core {
+    /// Queues what `message` makes for each connected peer's session. A peer whose queue is full
+    /// is not keeping up: its session is dropped, and it resyncs from a snapshot when it redials.
+    pub(crate) fn send_to_sessions(
+        &mut self,
+        mut message: impl FnMut(&ClusterName, &mut Session) -> Option<pb::LinkMessage>,
+    ) {
+        let mut slow = Vec::new();
+        for (peer, link) in self.links.iter_mut() {
+            let Some(session) = link.session.as_mut() else {
+                continue;
+            };
+            let Some(msg) = message(peer, session) else {
+                continue;
+            };
+            if session.tx.try_send(msg).is_err() {
+                slow.push(peer.clone());
+            }
+        }
+        for peer in slow {
+            if let Some(link) = self.links.get_mut(&peer) {
+                tracing::warn!(%peer, "peer is not keeping up; its session is dropped and will resync");
+                link.session = None;
+                link.state = LinkState::Disconnected;
+            }
+        }
+    }
 }
 
 /// One link and its live session, if any.
@@ -164,6 +205,7 @@ pub async fn start(
         cfg.trust_bundle.as_deref(),
     )?;
     let state = StateDir::open(&cfg.state_dir)?;
+    let announced = trust::announced_at_start(&state, &ca)?;
     let now = SystemTime::now();
     let controller_id = ca.issue(Role::Controller, cfg.identity_validity, now)?;
     let gateway_id = ca.issue(Role::Gateway, cfg.identity_validity, now)?;
@@ -206,7 +248,10 @@ pub async fn start(
     let shared = Arc::new(Shared {
         trust: TrustHandle::default(),
         identity,
+        controller_identity: Mutex::new(Arc::new(controller_id)),
         gateway_identity: Mutex::new(Arc::new(gateway_id)),
+        identities_changed: Notify::new(),
+        announced: Mutex::new(announced),
         gateway_config: watch::channel(Arc::new(gw::GatewayConfig::default())).0,
         peering_addresses,
         next_session: AtomicU64::new(1),
@@ -216,7 +261,7 @@ pub async fn start(
         changed: Notify::new(),
         registry,
         state,
-        ca,
+        ca: ArcSwap::from_pointee(ca),
         cfg,
     });
     shared.refresh_trust()?;
@@ -241,7 +286,8 @@ pub async fn start(
     tokio::spawn(watch_registry(shared.clone()));
     tokio::spawn(publish_gateway_config(shared.clone()));
     tokio::spawn(lease_ticker(shared.clone()));
-    tokio::spawn(renew_identities(shared.clone(), controller_id));
+    tokio::spawn(renew_identities(shared.clone()));
+    tokio::spawn(trust::watch(shared.clone()));
     Ok((
         shared,
         Listening {
@@ -295,7 +341,7 @@ impl Shared {
     /// Our bundle plus every linked peer's.
     pub(crate) fn bundle_map(&self) -> BundleMap {
         let core = self.lock();
-        let mut maps = vec![self.ca.bundle_map()];
+        let mut maps = vec![self.ca.load().bundle_map()];
         for link in core.links.values() {
             match link.record.bundle() {
                 Ok(bundle) => {
@@ -321,10 +367,11 @@ impl Shared {
 
     /// What we tell peers about ourselves.
     pub(crate) fn our_info(&self) -> pb::PeerInfo {
+        let ca = self.ca.load();
         pb::PeerInfo {
             cluster: self.cfg.cluster.to_string(),
-            trust_domain: self.ca.trust_domain().to_string(),
-            bundle_json: self.ca.bundle().to_spiffe_json(),
+            trust_domain: ca.trust_domain().to_string(),
+            bundle_json: ca.bundle().to_spiffe_json(),
             peering_addresses: self
                 .peering_addresses
                 .iter()
@@ -337,7 +384,7 @@ impl Shared {
                 .iter()
                 .map(|a| a.to_string())
                 .collect(),
-            gateway_spiffe_ids: vec![self.ca.spiffe_id(Role::Gateway).to_string()],
+            gateway_spiffe_ids: vec![ca.spiffe_id(Role::Gateway).to_string()],
         }
     }
 
@@ -365,6 +412,47 @@ impl Shared {
             removed.imports.services().len(),
             removed.session.map(|s| s.tx),
         ))
+    }
+
+    fn identity_slot(&self, role: Role) -> Arc<Identity> {
+        let slot = match role {
+            Role::Controller => &self.controller_identity,
+            Role::Gateway => &self.gateway_identity,
+        };
+        slot.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Issues a fresh leaf for `role` from the current CA and puts it in force: the controller's
+    /// into its TLS handle (open connections keep theirs), the gateway's into the next config.
+    pub(crate) fn reissue(&self, role: Role, now: SystemTime) -> anyhow::Result<()> {
+        let id = self
+            .ca
+            .load()
+            .issue(role, self.cfg.identity_validity, now)?;
+        match role {
+            Role::Controller => {
+                self.identity
+                    .replace(
+                        id.credential.chain.clone(),
+                        id.credential.key.to_pkcs8_der(),
+                    )
+                    .context("the new controller identity is not usable for TLS")?;
+                tracing::info!(spiffe_id = %id.spiffe_id, "controller identity issued");
+                *self
+                    .controller_identity
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Arc::new(id);
+            }
+            Role::Gateway => {
+                tracing::info!(spiffe_id = %id.spiffe_id, "gateway identity issued");
+                *self
+                    .gateway_identity
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Arc::new(id);
+                self.changed.notify_one();
+            }
+        }
+        Ok(())
     }
 
     /// Rebuilds the gateways' config and publishes it if anything changed.
@@ -494,26 +582,10 @@ async fn watch_registry(shared: Arc<Shared>) {
         {
             let mut core = shared.lock();
             core.registry = registry.clone();
-            let mut slow = Vec::new();
-            for (peer, link) in core.links.iter_mut() {
-                let Some(session) = link.session.as_mut() else {
-                    continue;
-                };
-                let Some(update) = session.feed.update(&registry.exports_for(peer)) else {
-                    continue;
-                };
-                let msg = convert::message(convert::update_to_pb(&update));
-                if session.tx.try_send(msg).is_err() {
-                    slow.push(peer.clone());
-                }
-            }
-            for peer in slow {
-                if let Some(link) = core.links.get_mut(&peer) {
-                    tracing::warn!(%peer, "peer is not keeping up; its session is dropped and will resync");
-                    link.session = None;
-                    link.state = LinkState::Disconnected;
-                }
-            }
+            core.send_to_sessions(|peer, session| {
+                let update = session.feed.update(&registry.exports_for(peer))?;
+                Some(convert::message(convert::update_to_pb(&update)))
+            });
         }
         shared.changed.notify_one();
     }
@@ -559,60 +631,30 @@ async fn lease_ticker(shared: Arc<Shared>) {
 }
 
 /// Renews the controller's and the gateway's leaves at half-life.
-async fn renew_identities(shared: Arc<Shared>, mut controller: Identity) {
+async fn renew_identities(shared: Arc<Shared>) {
     loop {
-        let gateway_renew = shared
-            .gateway_identity
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .renew_at;
-        let next = controller.renew_at.min(gateway_renew);
+        let renew_at = |role| shared.identity_slot(role).renew_at;
+        let next = renew_at(Role::Controller).min(renew_at(Role::Gateway));
         let wait = next
             .duration_since(SystemTime::now())
             .unwrap_or(Duration::ZERO);
-        tokio::time::sleep(wait).await;
-        let now = SystemTime::now();
-        if controller.needs_renewal(now) {
-            match shared
-                .ca
-                .issue(Role::Controller, shared.cfg.identity_validity, now)
-            {
-                Ok(id) => match shared.identity.replace(
-                    id.credential.chain.clone(),
-                    id.credential.key.to_pkcs8_der(),
-                ) {
-                    Ok(()) => {
-                        tracing::info!(spiffe_id = %id.spiffe_id, "controller identity renewed");
-                        controller = id;
-                    }
-                    Err(error) => tracing::error!(%error, "renewed controller identity unusable"),
-                },
-                Err(error) => tracing::error!(%error, "controller identity renewal failed"),
-            }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            // Replaced out of turn: compute the next renewal afresh.
+            () = shared.identities_changed.notified() => continue,
         }
-        let gateway_due = shared
-            .gateway_identity
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .needs_renewal(now);
-        if gateway_due {
-            match shared
-                .ca
-                .issue(Role::Gateway, shared.cfg.identity_validity, now)
+        let now = SystemTime::now();
+        let mut failed = false;
+        for role in [Role::Controller, Role::Gateway] {
+            if shared.identity_slot(role).needs_renewal(now)
+                && let Err(error) = shared.reissue(role, now)
             {
-                Ok(id) => {
-                    tracing::info!(spiffe_id = %id.spiffe_id, "gateway identity renewed");
-                    *shared
-                        .gateway_identity
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner()) = Arc::new(id);
-                    shared.changed.notify_one();
-                }
-                Err(error) => tracing::error!(%error, "gateway identity renewal failed"),
+                tracing::error!(?role, %error, "identity renewal failed");
+                failed = true;
             }
         }
         // A failed renewal is retried a minute later, well within the remaining half-life.
-        if controller.needs_renewal(SystemTime::now()) {
+        if failed {
             tokio::time::sleep(Duration::from_secs(60)).await;
         }
     }

@@ -72,6 +72,7 @@ pub enum Role {
 }
 
 /// The raw files of a CA directory. The key PEM never shows in `Debug`.
+#[derive(Clone, PartialEq, Eq)]
 pub struct CaFiles {
     pub cert_pem: Vec<u8>,
     key_pem: String,
@@ -320,6 +321,11 @@ impl ClusterCa {
         let mut map = BundleMap::new();
         map.insert(self.trust_domain().clone(), self.bundle.clone());
         map
+    }
+
+    /// The intermediate's certificate (DER): tells a re-issued intermediate from the same one.
+    pub fn intermediate_der(&self) -> &[u8] {
+        &self.authority.credential.cert
     }
 
     /// When the intermediate itself expires.

@@ -8,6 +8,7 @@
 //!   exports.json          ExportsRecord: CLI exports and first-seen times of file exports
 //!   egress.json           egress listener ports: {"ports": [{service, port_name, port}]}
 //!   peering-port.json     the peering port picked for `listen: …:0`, rebound after a restart
+//!   trust.json            TrustRecord: our bundle as last sent to peers and its sequence
 //!   api.sock              the local API socket (default place; mode 0600)
 //! ```
 //!
@@ -33,7 +34,7 @@ use serde::de::DeserializeOwned;
 
 pub use records::{
     CliExport, EgressEntry, EgressFull, EgressPorts, ExportsRecord, ImportsRecord, LinkRecord,
-    LinkRole,
+    LinkRole, TrustRecord,
 };
 
 use crate::config::PortRange;
@@ -46,6 +47,7 @@ const TOKENS: &str = "tokens.json";
 const EXPORTS: &str = "exports.json";
 const EGRESS: &str = "egress.json";
 const PEERING: &str = "peering-port.json";
+const TRUST: &str = "trust.json";
 const TMP_PREFIX: &str = ".tmp-";
 
 /// Why the state directory could not be used.
@@ -279,6 +281,16 @@ impl StateDir {
 
     pub fn save_peering_port(&self, port: u16) -> Result<(), StateError> {
         self.write_json(&self.root.join(PEERING), &port)
+    }
+
+    /// Our bundle as last announced to peers, and its sequence.
+    pub fn load_trust(&self) -> Result<Option<TrustRecord>, StateError> {
+        let fix = "delete it to restart the sequence; peers then take our bundle from the opening messages of their next link session";
+        read_json(&self.root.join(TRUST), fix)
+    }
+
+    pub fn save_trust(&self, rec: &TrustRecord) -> Result<(), StateError> {
+        self.write_json(&self.root.join(TRUST), rec)
     }
 
     // --- plumbing ---

@@ -5,3 +5,5 @@ mod envoy;
 mod federation;
 mod netns;
 mod operate;
+mod restart;
+mod rotation;

@@ -3,6 +3,7 @@
 //! (or "from the controller"), never the content.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use rustls_pki_types::CertificateDer;
@@ -113,13 +114,40 @@ impl Source<'_> {
     }
 }
 
-/// Our own certificate, as logs, `/config_dump` and `/metrics` show it.
+/// Our own certificate and the roots we trust, as logs, `/config_dump` and `/metrics` show
+/// them (public material only: what a root rotation is checked with).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Own {
     /// The leaf's SPIFFE ID.
     pub spiffe_id: String,
     /// The leaf's notAfter, Unix seconds.
     pub not_after: i64,
+    /// The chain we present, leaf first.
+    pub chain: Vec<CertSummary>,
+    /// The roots in force, per trust domain.
+    pub roots: BTreeMap<String, Vec<CertSummary>>,
+}
+
+/// A certificate as `/config_dump` names it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CertSummary {
+    pub subject: String,
+    pub issuer: String,
+    /// SHA-256 of the DER, colon hex (as `trust-bundle inspect` prints it).
+    pub sha256: String,
+}
+
+impl CertSummary {
+    fn of(der: &[u8]) -> Self {
+        match ParsedCert::parse(der) {
+            Ok(p) => Self {
+                sha256: p.fingerprint(),
+                subject: p.label(),
+                issuer: p.issuer,
+            },
+            Err(_) => Self::default(),
+        }
+    }
 }
 
 /// Parsed contents, checked and ready to install.
@@ -168,6 +196,14 @@ impl Loaded {
         let map =
             bundle_map(&bundle_text).map_err(|problem| source.invalid(Part::Bundle, problem))?;
         let store = TrustStore::new(&map).map_err(|e| source.invalid(Part::Bundle, e))?;
+        let roots = map
+            .iter()
+            .map(|(td, b)| {
+                let roots = b.roots().iter().map(|r| CertSummary::of(r)).collect();
+                (td.to_string(), roots)
+            })
+            .collect();
+        let summaries = chain.iter().map(|c| CertSummary::of(c)).collect();
         Ok(Self {
             chain,
             key,
@@ -175,6 +211,8 @@ impl Loaded {
             own: Own {
                 spiffe_id,
                 not_after,
+                chain: summaries,
+                roots,
             },
         })
     }

@@ -47,6 +47,11 @@ pub struct Options {
     pub missed_heartbeats: u32,
     /// Print the config files as they are written (when the shell is verbose).
     pub show_files: bool,
+    /// The gateway's `drain_timeout`.
+    pub drain_timeout: Duration,
+    /// Start the gateway with `--handover <name>/gateway.handover`, so
+    /// [`Cluster::replace_gateway`] can start its successor on the same ingress socket.
+    pub handover: bool,
 }
 
 impl Default for Options {
@@ -64,6 +69,8 @@ impl Default for Options {
             heartbeat: Duration::from_millis(200),
             missed_heartbeats: 4,
             show_files: true,
+            drain_timeout: Duration::from_secs(2),
+            handover: false,
         }
     }
 }
@@ -103,6 +110,9 @@ pub struct Cluster {
     shell: Shell,
     rel: PathBuf,
     bootstrap: PathBuf,
+    drain_timeout: Duration,
+    /// The gateway's handover socket, relative to the work directory.
+    handover: Option<PathBuf>,
     config: PathBuf,
 }
 
@@ -114,12 +124,18 @@ impl Cluster {
     /// A preferred port found free can be taken by someone else before our process binds it
     /// (another demo starting at the same moment); then the cluster starts again on any free
     /// ports.
-    pub fn start(shell: &Shell, name: &str, ca: &Path, opts: &Options) -> Result<Self> {
+    pub fn start(
+        shell: &Shell,
+        name: &str,
+        ca: &Path,
+        bundle: &Path,
+        opts: &Options,
+    ) -> Result<Self> {
         let fixed = opts.ingress_port != 0
             || opts.admin_port != 0
             || opts.peering_port != 0
             || opts.egress_port.is_some();
-        match Self::start_once(shell, name, ca, opts) {
+        match Self::start_once(shell, name, ca, bundle, opts) {
             Err(e) if fixed && e.to_string().contains("Address already in use") => {
                 shell.note(&format!(
                     "{name}: a port was taken meanwhile; starting again on any free ports"
@@ -131,13 +147,19 @@ impl Cluster {
                     egress_port: None,
                     ..opts.clone()
                 };
-                Self::start_once(shell, name, ca, &any)
+                Self::start_once(shell, name, ca, bundle, &any)
             }
             started => started,
         }
     }
 
-    fn start_once(shell: &Shell, name: &str, ca: &Path, opts: &Options) -> Result<Self> {
+    fn start_once(
+        shell: &Shell,
+        name: &str,
+        ca: &Path,
+        bundle: &Path,
+        opts: &Options,
+    ) -> Result<Self> {
         let rel = PathBuf::from(name);
         let dir = shell.work().join(&rel);
         std::fs::create_dir_all(&dir).map_err(Error::io(format!("create {}", dir.display())))?;
@@ -161,18 +183,29 @@ impl Cluster {
                 "in this process"
             }
         ));
-        let registry = format!(
-            "services:\n  - name: echo\n    namespace: default\n    ports: [{{ name: http, port: 8080, target_port: {} }}]\n    endpoints: [{{ address: {host} }}]\nexports: []\n",
-            echo.addr.port()
-        );
-        files.write(&rel.join("registry.yaml"), &registry)?;
+        files.write(
+            &rel.join("registry.yaml"),
+            &registry_yaml(echo.addr, &["echo"]),
+        )?;
 
         let bootstrap = rel.join("gateway.yaml");
         let ingress = SocketAddr::new(public, free_or_any(public, opts.ingress_port));
         let admin = SocketAddr::new(host, free_or_any(host, opts.admin_port));
-        files.write(&bootstrap, &gateway_yaml(name, ingress, admin))?;
+        files.write(
+            &bootstrap,
+            &gateway_yaml(name, ingress, admin, opts.drain_timeout),
+        )?;
         let api = rel.join("state").join("api.sock");
-        let gateway = spawn_gateway(shell, netns, name, &rel, &api, &bootstrap)?;
+        let handover = opts.handover.then(|| rel.join("gateway.handover"));
+        let gateway = spawn_gateway(
+            shell,
+            netns,
+            name,
+            "gateway",
+            &api,
+            &bootstrap,
+            handover.as_deref(),
+        )?;
         let ready = gateway.wait_event("ready", |_| true)?;
         let address = |field: &str| -> Result<SocketAddr> {
             ready[field]
@@ -195,8 +228,9 @@ impl Cluster {
         };
         let config = rel.join("controller.yaml");
         let controller_yaml = format!(
-            "cluster: {name}\nca: {ca}\nregistry: {{ file: registry.yaml, watch_interval: 100ms }}\nstate_dir: state\npeering: {{ listen: {public}:{peering} }}\ngateways:\n  addresses: [{ingress}]\n  egress: {{ address: {host}, ports: {first}-{last} }}\nlease: {{ heartbeat_interval: {hb}ms, missed_heartbeats: {missed} }}\npreferences: [{prefs}]\ndns: {{ listen: {host}:0 }}\n",
+            "cluster: {name}\nca: {ca}\ntrust_bundle: {bundle}\nregistry: {{ file: registry.yaml, watch_interval: 100ms }}\nstate_dir: state\npeering: {{ listen: {public}:{peering} }}\ngateways:\n  addresses: [{ingress}]\n  egress: {{ address: {host}, ports: {first}-{last} }}\nlease: {{ heartbeat_interval: {hb}ms, missed_heartbeats: {missed} }}\npreferences: [{prefs}]\ndns: {{ listen: {host}:0 }}\n",
             ca = relative_to(ca, &rel).display(),
+            bundle = relative_to(bundle, &rel).display(),
             peering = free_or_any(public, opts.peering_port),
             first = egress_ports.0,
             last = egress_ports.1,
@@ -222,6 +256,8 @@ impl Cluster {
             shell: shell.clone(),
             rel,
             bootstrap,
+            drain_timeout: opts.drain_timeout,
+            handover,
             config,
         };
         // The gateway has its first config once the controller serves.
@@ -276,20 +312,121 @@ impl Cluster {
         self.gateway.kill();
         std::fs::write(
             self.shell.work().join(&self.bootstrap),
-            gateway_yaml(&self.name, self.ingress, self.admin),
+            gateway_yaml(&self.name, self.ingress, self.admin, self.drain_timeout),
         )
         .map_err(Error::io(format!("write {}", self.bootstrap.display())))?;
         self.gateway = spawn_gateway(
             &self.shell,
             self.netns.as_deref(),
             &self.name,
-            &self.rel,
+            "gateway",
             &self.api,
             &self.bootstrap,
+            self.handover.as_deref(),
         )?;
         self.gateway
             .wait_event("config", |e| e["result"] == "applied")?;
         Ok(())
+    }
+
+    /// Adds services named `names` (namespace `default`) to the registry file, next to `echo`
+    /// and served by the same endpoint, and exports each once the controller has read the
+    /// edit.
+    pub fn add_and_export(&self, names: &[&str]) -> Result<()> {
+        let mut all = vec!["echo"];
+        all.extend_from_slice(names);
+        Files {
+            shell: &self.shell,
+            show: true,
+        }
+        .write(
+            &self.rel.join("registry.yaml"),
+            &registry_yaml(self.echo.addr, &all),
+        )?;
+        for name in names {
+            let service = format!("{name}.default");
+            self.wait_for(&format!("{service} exported"), || {
+                Ok(crate::run_ok(&mut self.ctl(&["export", &service])?).is_ok())
+            })?;
+            self.shell
+                .echo(&self.ctl_line(&format!("export {service}")));
+        }
+        Ok(())
+    }
+
+    /// The gateway's `/config_dump`.
+    pub fn config_dump(&self) -> Result<Value> {
+        let body = crate::echo::get(self.admin, "/config_dump", "admin").map_err(|e| {
+            self.gateway
+                .fail(&format!("GET http://{}/config_dump: {e}", self.admin))
+        })?;
+        serde_json::from_str(&body).map_err(|e| Error::Output {
+            command: format!("curl http://{}/config_dump", self.admin),
+            detail: e.to_string(),
+        })
+    }
+
+    /// Polls the gateway's `/config_dump` until its `tls` section satisfies `pred` (bounded);
+    /// that section.
+    pub fn wait_gateway_tls(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Result<Value> {
+        let mut last = Value::Null;
+        self.wait_for(what, || {
+            last = self.config_dump()?["tls"].clone();
+            Ok(pred(&last))
+        })
+        .map_err(|e| match e {
+            Error::Timeout { what, logs } => Error::Timeout {
+                what,
+                logs: format!("\nlast tls section: {last:#}{logs}"),
+            },
+            other => other,
+        })?;
+        Ok(last)
+    }
+
+    /// Starts a second gateway on the same ingress socket, taken over from the running one
+    /// through the handover socket (the cluster must start with `Options::handover`), with its
+    /// own admin listener; waits until it has the controller's config, then makes it the
+    /// cluster's gateway. The old one, still serving, is returned: drain it with SIGTERM.
+    pub fn replace_gateway(&mut self) -> Result<Process> {
+        let Some(handover) = self.handover.clone() else {
+            return Err(self
+                .gateway
+                .fail("started without a handover socket (Options::handover)"));
+        };
+        let bootstrap = self.rel.join("gateway-next.yaml");
+        let admin = SocketAddr::new(self.host, 0);
+        Files {
+            shell: &self.shell,
+            show: true,
+        }
+        .write(
+            &bootstrap,
+            &gateway_yaml(&self.name, self.ingress, admin, self.drain_timeout),
+        )?;
+        let next = spawn_gateway(
+            &self.shell,
+            self.netns.as_deref(),
+            &self.name,
+            "gateway-next",
+            &self.api,
+            &bootstrap,
+            Some(&handover),
+        )?;
+        let ready = next.wait_event("ready", |_| true)?;
+        if ready["ingress_handed_over"] != true || ready["ingress"] != self.ingress.to_string() {
+            return Err(next.fail(&format!(
+                "did not take over the ingress listener {}: {ready}",
+                self.ingress
+            )));
+        }
+        next.wait_event("config", |e| e["result"] == "applied")?;
+        self.admin = ready["admin"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| next.fail("its ready event has no admin address"))?;
+        self.bootstrap = bootstrap;
+        Ok(std::mem::replace(&mut self.gateway, next))
     }
 
     /// `federation-ctl --controller <api> ARGS`, run from the work directory.
@@ -449,6 +586,12 @@ impl Cluster {
         })
     }
 
+    /// Polls `ok` until it holds (bounded); a timeout carries the controller's and gateway's
+    /// logs.
+    pub fn wait_for(&self, what: &str, ok: impl FnMut() -> Result<bool>) -> Result<()> {
+        self.poll(what, ok)
+    }
+
     fn poll(&self, what: &str, mut ok: impl FnMut() -> Result<bool>) -> Result<()> {
         let deadline = Instant::now() + PATIENCE;
         while !ok()? {
@@ -462,6 +605,20 @@ impl Cluster {
         }
         Ok(())
     }
+}
+
+/// A registry listing `names` (namespace `default`, port `http` 8080), all served by the echo
+/// endpoint at `echo`; no exports (the CLI makes them).
+fn registry_yaml(echo: SocketAddr, names: &[&str]) -> String {
+    let mut yaml = String::from("services:\n");
+    for name in names {
+        yaml.push_str(&format!(
+            "  - name: {name}\n    namespace: default\n    ports: [{{ name: http, port: 8080, target_port: {} }}]\n    endpoints: [{{ address: {} }}]\n",
+            echo.port(),
+            echo.ip()
+        ));
+    }
+    yaml + "exports: []\n"
 }
 
 /// Writes config files, shown as heredocs when the shell is verbose and `show` is set.
@@ -481,28 +638,39 @@ impl Files<'_> {
     }
 }
 
-fn gateway_yaml(name: &str, ingress: SocketAddr, admin: SocketAddr) -> String {
+fn gateway_yaml(name: &str, ingress: SocketAddr, admin: SocketAddr, drain: Duration) -> String {
     format!(
-        "cluster: {name}\ningress: {{ listen: {ingress} }}\nadmin: {{ listen: {admin} }}\ndrain_timeout: 2s\n"
+        "cluster: {name}\ningress: {{ listen: {ingress} }}\nadmin: {{ listen: {admin} }}\ndrain_timeout: {}\n",
+        if drain.subsec_millis() == 0 {
+            format!("{}s", drain.as_secs())
+        } else {
+            format!("{}ms", drain.as_millis())
+        }
     )
 }
 
+/// Starts a gateway of cluster `name` in controller mode; its stdout and stderr go to
+/// `<name>/<file>.out|.err`.
 fn spawn_gateway(
     shell: &Shell,
     netns: Option<&str>,
     name: &str,
-    rel: &Path,
+    file: &str,
     api: &Path,
     bootstrap: &Path,
+    handover: Option<&Path>,
 ) -> Result<Process> {
     let mut cmd = shell.command_in(netns, "east-west-gateway")?;
     cmd.arg("--controller")
         .arg(api)
         .arg("--config")
         .arg(bootstrap)
-        .args(["--name", &format!("{name}-gw")])
-        .env("EWG_LOG", "info");
-    shell.spawn(&format!("{name}-gateway"), rel, "gateway", &mut cmd)
+        .args(["--name", &format!("{name}-gw")]);
+    if let Some(path) = handover {
+        cmd.arg("--handover").arg(path);
+    }
+    cmd.env("EWG_LOG", "info");
+    shell.spawn(&format!("{name}-{file}"), Path::new(name), file, &mut cmd)
 }
 
 /// Starts the controller and waits until it serves; its peering address.

@@ -4,6 +4,8 @@
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::process::Process;
@@ -15,9 +17,16 @@ use crate::{Error, Result};
 pub struct Echo {
     pub addr: SocketAddr,
     pub process: Option<Process>,
+    /// Connections accepted so far (counted on this process's threads only).
+    accepted: Arc<AtomicUsize>,
 }
 
 impl Echo {
+    /// How many connections the endpoint accepted so far (0 for one in a namespace).
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
     /// Listens on `host`, any free port, and answers `body`.
     pub fn start(host: IpAddr, body: &str) -> Result<Self> {
         let listener =
@@ -26,9 +35,12 @@ impl Echo {
             .local_addr()
             .map_err(Error::io("echo listener address"))?;
         let body = body.to_owned();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
+                counter.fetch_add(1, Ordering::Relaxed);
                 let body = body.clone();
                 std::thread::spawn(move || answer(conn, &body));
             }
@@ -36,6 +48,7 @@ impl Echo {
         Ok(Self {
             addr,
             process: None,
+            accepted,
         })
     }
 
@@ -70,6 +83,7 @@ impl Echo {
         Ok(Self {
             addr: SocketAddr::new(host, port),
             process: Some(process),
+            accepted: Arc::default(),
         })
     }
 }
@@ -94,17 +108,24 @@ fn answer(mut conn: TcpStream, body: &str) {
 
 /// One HTTP call over plain TCP to `addr`; the response body, trimmed, or why it failed.
 pub fn call(addr: SocketAddr) -> Result<String, String> {
+    get(addr, "/", "echo")
+}
+
+/// `GET path` (HTTP/1.0) to `addr`; the body of a 200 response, trimmed, or why it failed.
+pub fn get(addr: SocketAddr, path: &str, host: &str) -> Result<String, String> {
     let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .map_err(|e| format!("connect {addr}: {e}"))?;
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;
-    conn.write_all(b"GET / HTTP/1.0\r\nHost: echo\r\n\r\n")
+    conn.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
         .map_err(|e| format!("write: {e}"))?;
     let mut resp = String::new();
     conn.read_to_string(&mut resp)
         .map_err(|e| format!("read: {e}"))?;
     match resp.split_once("\r\n\r\n") {
-        Some((head, body)) if head.starts_with("HTTP/1.0 200") => Ok(body.trim().to_owned()),
+        Some((head, body)) if head.starts_with("HTTP/1.") && head[8..].starts_with(" 200") => {
+            Ok(body.trim().to_owned())
+        }
         _ => Err(format!("unexpected response {resp:?}")),
     }
 }

@@ -15,6 +15,8 @@
 //! - [`netns`]: clusters in network namespaces of their own, joined only through a bridge.
 //! - [`topology`]: roots, intermediates and the clusters of one work directory; `topology.json`.
 //! - [`traffic`]: calls until an answer, and continuous calls with success/failure counts.
+//! - [`rotation`]: the `trust-bundle rotate` stages over a running topology, each waited out,
+//!   and the checks of what gateways present and trust.
 //!
 //! Every wait is bounded by [`PATIENCE`] and fails with the logs of the processes involved.
 //!
@@ -25,6 +27,7 @@ pub mod cluster;
 pub mod echo;
 pub mod netns;
 pub mod process;
+pub mod rotation;
 pub mod shell;
 pub mod topology;
 pub mod traffic;

@@ -186,11 +186,16 @@ impl Process {
         self.alive.store(false, Ordering::Relaxed);
     }
 
-    /// SIGTERM and wait for the exit (bounded).
-    pub fn terminate(&mut self) -> Result<()> {
+    /// Sends SIGTERM (`kill -TERM PID`) without waiting: a gateway then drains.
+    pub fn sigterm(&self) -> Result<()> {
         let mut kill = Command::new("kill");
         kill.arg("-TERM").arg(self.child.id().to_string());
-        crate::run_ok(&mut kill)?;
+        crate::run_ok(&mut kill).map(drop)
+    }
+
+    /// SIGTERM and wait for the exit (bounded).
+    pub fn terminate(&mut self) -> Result<()> {
+        self.sigterm()?;
         let deadline = Instant::now() + PATIENCE;
         while self.child.try_wait().ok().flatten().is_none() {
             if Instant::now() > deadline {

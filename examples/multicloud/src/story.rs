@@ -12,7 +12,7 @@ use multicloud::cluster::{Cluster, ECHO, Options};
 use multicloud::echo::call;
 use multicloud::shell::Shell;
 use multicloud::topology::{Ca, Topology};
-use multicloud::traffic::{call_until, call_until_refused};
+use multicloud::traffic::{Traffic, call_until, call_until_refused};
 
 /// The clusters, and the third octet of each one's loopback address (127.0.N.1).
 const CLUSTERS: [(&str, u8); 3] = [("aws", 10), ("gcp", 20), ("onprem", 30)];
@@ -175,6 +175,78 @@ impl Demo {
             killed.elapsed().as_millis()
         );
         self.caller_seen_by("onprem")
+    }
+
+    /// gcp's gateway comes back and onprem exports a second service, so calls flow from aws to
+    /// both a cluster of the shared root and one of its own; then the shared root is rotated
+    /// through its three stages while they flow, and every call must succeed.
+    pub(crate) fn rotate(&mut self) -> anyhow::Result<()> {
+        let listener = self.listener()?;
+        let cas = self.cas.clone();
+        let [aws_ca, gcp_ca, _] = &cas[..] else {
+            bail!("the trust step did not run");
+        };
+        let mesh = aws_ca.root.clone();
+        self.note(
+            "gcp's gateway comes back on its addresses; aws's calls return to gcp, its preference",
+        );
+        self.topo.get_mut("gcp")?.restart_gateway()?;
+        call_until(listener, "gcp")?;
+        self.note("onprem exports a second service, ledger.default, so calls to onprem (its own root) flow too");
+        let aws = self.cluster("aws")?;
+        self.cluster("onprem")?.add_and_export(&["ledger"])?;
+        let ledger = aws.listener("ledger.default")?;
+        call_until(ledger, "onprem")?;
+        let traffic = [
+            ("gcp", Traffic::start(listener, "gcp")),
+            ("onprem", Traffic::start(ledger, "onprem")),
+        ];
+        let check = |stage: &str| -> anyhow::Result<()> {
+            for (who, t) in &traffic {
+                t.wait_successes(CALLS)?;
+                let counts = t.counts();
+                ensure!(
+                    counts.failed == 0,
+                    "{} calls to {who} failed during {stage}: {:?}",
+                    counts.failed,
+                    counts.errors
+                );
+            }
+            Ok(())
+        };
+        self.note(&format!(
+            "continuous calls from aws: http://{listener}/ (gcp) and http://{ledger}/ (onprem)"
+        ));
+        self.note("1. prepare: a new root, published next to the old one in the bundle both controllers watch; they pass it to their gateways and to onprem over the links");
+        let new = self.topo.rotate_prepare(&mesh, "mesh-root-2")?;
+        check("prepare")?;
+        self.note("2. activate: each intermediate re-issued under the new root; each controller issues its own and its gateway's identity from it");
+        for ca in [aws_ca, gcp_ca] {
+            self.topo.rotate_activate(&new, ca)?;
+        }
+        check("activate")?;
+        self.note("3. retire: the old root leaves the bundle (--force: the old intermediates are valid on paper, but every one was re-issued)");
+        self.topo.rotate_retire(&mesh)?;
+        check("retire")?;
+        let gcp = self.cluster("gcp")?;
+        let tls = gcp.config_dump()?["tls"].clone();
+        self.topo.shell.echo(&format!(
+            "curl -s http://{}/config_dump | jq .tls.chain[1].issuer",
+            gcp.admin
+        ));
+        println!("{}", tls["chain"][1]["issuer"]);
+        self.note("gcp's gateway presents an intermediate issued by the new root (mesh-root-2); every gateway's bundle of mesh.example holds that root only");
+        let mut total = (0, 0);
+        for (who, t) in traffic {
+            let counts = t.stop();
+            self.note(&format!(
+                "calls to {who} during the rotation: {} answered, {} failed",
+                counts.ok, counts.failed
+            ));
+            total = (total.0 + counts.ok, total.1 + counts.failed);
+        }
+        ensure!(total.1 == 0, "{} calls failed during the rotation", total.1);
+        Ok(())
     }
 
     pub(crate) fn unlink(&mut self) -> anyhow::Result<()> {

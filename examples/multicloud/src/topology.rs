@@ -9,11 +9,13 @@ use crate::cluster::{Cluster, Options};
 use crate::shell::Shell;
 use crate::{Error, Result};
 
-/// A root CA directory (relative to the work directory) and its trust domain.
+/// A root CA directory (relative to the work directory), its trust domain, and the bundle file
+/// of that trust domain the controllers read (a rotation rewrites it).
 #[derive(Debug, Clone)]
 pub struct Root {
     pub dir: PathBuf,
     pub trust_domain: String,
+    pub bundle: PathBuf,
 }
 
 /// A cluster's intermediate CA directory (relative to the work directory), under `root`.
@@ -42,7 +44,8 @@ impl Topology {
         }
     }
 
-    /// `trust-bundle root create --trust-domain TD --out DIR`.
+    /// `trust-bundle root create --trust-domain TD --out DIR`, then the trust domain's bundle
+    /// `bundle-TD.json` from it (`trust-bundle bundle build`).
     pub fn root(&mut self, dir: &str, trust_domain: &str) -> Result<Root> {
         let mut cmd = self.shell.command("trust-bundle")?;
         cmd.args([
@@ -55,9 +58,18 @@ impl Topology {
         ]);
         self.shell
             .run_as(&crate::shell::display(&cmd), &mut cmd, false)?;
+        let bundle = PathBuf::from(format!("bundle-{trust_domain}.json"));
+        let mut cmd = self.shell.command("trust-bundle")?;
+        cmd.args(["bundle", "build", "--trust-domain", trust_domain, "--root"])
+            .arg(Path::new(dir).join("cert.pem"))
+            .arg("--out")
+            .arg(&bundle);
+        self.shell
+            .run_as(&crate::shell::display(&cmd), &mut cmd, false)?;
         let root = Root {
             dir: PathBuf::from(dir),
             trust_domain: trust_domain.to_owned(),
+            bundle,
         };
         self.roots.push(root.clone());
         Ok(root)
@@ -79,9 +91,10 @@ impl Topology {
         })
     }
 
-    /// Starts cluster `name` with its intermediate `ca`; the cluster, now part of the topology.
+    /// Starts cluster `name` with its intermediate `ca` and the bundle of its root's trust
+    /// domain; the cluster, now part of the topology.
     pub fn start(&mut self, name: &str, ca: &Ca, opts: &Options) -> Result<&mut Cluster> {
-        let cluster = Cluster::start(&self.shell, name, &ca.dir, opts)?;
+        let cluster = Cluster::start(&self.shell, name, &ca.dir, &ca.root.bundle, opts)?;
         self.clusters.push(cluster);
         self.trust_domains
             .push((name.to_owned(), ca.root.trust_domain.clone()));

@@ -206,6 +206,7 @@ fn accept_join(shared: &Arc<Shared>, req: pb::JoinRequest) -> Result<ClusterName
         gateway_addresses: claims.gateways,
         gateway_spiffe_ids: claims.gateway_ids,
         linked_at_ms: now_ms(),
+        bundle_sequence: 0,
     };
     {
         let mut core = shared.lock();
@@ -318,6 +319,7 @@ pub async fn join_link(shared: &Arc<Shared>, token: &str) -> Result<LinkRecord, 
         gateway_addresses: claims.gateways,
         gateway_spiffe_ids: claims.gateway_ids,
         linked_at_ms: now_ms(),
+        bundle_sequence: 0,
     };
     shared
         .state

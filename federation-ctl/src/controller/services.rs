@@ -121,10 +121,11 @@ impl Control for ControlService {
             0 => shared.cfg.token_ttl,
             s => std::time::Duration::from_secs(s),
         };
-        let bundle_json = shared.ca.bundle().to_spiffe_json();
+        let ca = shared.ca.load();
+        let bundle_json = ca.bundle().to_spiffe_json();
         let issuer = Issuer {
             cluster: &shared.cfg.cluster,
-            trust_domain: shared.ca.trust_domain(),
+            trust_domain: ca.trust_domain(),
             peering_addresses: &shared.peering_addresses,
             bundle_json: &bundle_json,
         };

@@ -15,6 +15,9 @@ use crate::api::peering as pb;
 use crate::config::HostPort;
 use crate::model::{ClusterName, ExportFeed, FeedError, FeedUpdate};
 
+/// How long a session whose link was removed waits for the peer to take the `Unlinked` message.
+const UNLINK_FLUSH: Duration = Duration::from_secs(2);
+
 /// Why a session ended.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SessionEnd {
@@ -40,7 +43,15 @@ pub(crate) fn open(
 ) -> Result<(u64, mpsc::Receiver<pb::LinkMessage>), SessionEnd> {
     let (tx, rx) = mpsc::channel(super::LINK_QUEUE);
     let id = shared.next_session_id();
-    let info = shared.our_info();
+    // Built together, so the bundle in `info` and the one in the update are the same.
+    let (info, bundle_update) = {
+        let announced = shared.announced.lock().unwrap_or_else(|e| e.into_inner());
+        let ca = shared.ca.load();
+        (
+            shared.our_info(),
+            super::trust::update_message(&announced, &ca),
+        )
+    };
     let mut core = shared.lock();
     let registry = core.registry.clone();
     let link = core
@@ -57,10 +68,11 @@ pub(crate) fn open(
         pb::link_message::Kind::Info(info),
         convert::update_to_pb(&snapshot),
     ];
-    for kind in opening {
-        // The queue is new and far larger than three messages.
-        let _ = tx.try_send(convert::message(kind));
+    // The queue is new and far larger than four messages.
+    for msg in opening.into_iter().map(convert::message) {
+        let _ = tx.try_send(msg);
     }
+    let _ = tx.try_send(bundle_update);
     link.session = Some(Session { id, tx, feed });
     link.state = LinkState::Connected;
     link.last_error.clear();
@@ -145,7 +157,15 @@ async fn receive(
             Some(Ok(msg)) => msg,
         };
         if current_tx(shared, peer, id).is_none() {
-            return SessionEnd::Replaced;
+            if shared.lock().links.contains_key(peer) {
+                return SessionEnd::Replaced;
+            }
+            // Removed while up: the `Unlinked` queued for the peer must leave before the stream
+            // is dropped (dropping it resets the stream, queued messages and all). The peer
+            // closes once it has it; a peer that does not is given up on.
+            let drain = async { while let Some(Ok(_)) = inbound.next().await {} };
+            let _ = tokio::time::timeout(UNLINK_FLUSH, drain).await;
+            return SessionEnd::NotLinked(peer.clone());
         }
         let Some(kind) = msg.kind else {
             continue;
@@ -202,6 +222,7 @@ fn handle(
         }
         Kind::Info(info) => update_info(shared, peer, info)?,
         Kind::Unlinked(u) => return Err(SessionEnd::Unlinked(u.reason)),
+        Kind::TrustBundle(update) => super::trust::apply_peer_update(shared, peer, update)?,
     }
     Ok(())
 }
@@ -279,7 +300,12 @@ fn update_info(shared: &Shared, peer: &ClusterName, info: pb::PeerInfo) -> Resul
         if !info.bundle_json.is_empty() {
             trust_bundle::X509Bundle::from_spiffe_json(info.bundle_json.as_bytes())
                 .map_err(|e| protocol(format!("peer bundle: {e}")))?;
-            record.bundle_json = info.bundle_json;
+            if record.bundle_json != info.bundle_json {
+                // A new session is a resync: the peer's bundle changed while we were apart,
+                // and its sequence may have too; the update that follows sets it.
+                record.bundle_json = info.bundle_json;
+                record.bundle_sequence = 0;
+            }
         }
         if record == link.record {
             return Ok(());

@@ -35,6 +35,19 @@ pub struct LinkRecord {
     #[serde(with = "serde_ids")]
     pub gateway_spiffe_ids: Vec<SpiffeId>,
     pub linked_at_ms: i64,
+    /// The sequence of the last `TrustBundleUpdate` applied from the peer (0: none yet).
+    #[serde(default)]
+    pub bundle_sequence: u64,
+}
+
+/// Our trust domain's bundle as last announced to peers (`trust.json`): its sequence goes up by
+/// one each time the bundle changes, across restarts, so peers can refuse stale updates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustRecord {
+    pub sequence: u64,
+    /// SPIFFE bundle (JWKS JSON).
+    pub bundle_json: String,
 }
 
 /// The last imports heard from one peer (`imports/<peer>.json`).

@@ -41,6 +41,7 @@ fn link(peer: &str) -> LinkRecord {
             SpiffeId::parse("spiffe://gcp.example/isthmus/cluster/gcp/gateway").unwrap(),
         ],
         linked_at_ms: 1_000,
+        bundle_sequence: 0,
     }
 }
 
@@ -215,6 +216,7 @@ fn a_write_replaces_the_file_atomically() {
     let before = fs::metadata(&path).unwrap();
     dir.save_link(&LinkRecord {
         linked_at_ms: 2_000,
+        bundle_sequence: 0,
         ..link("gcp")
     })
     .unwrap();
