@@ -17,6 +17,7 @@ use rustls::{CertificateError, OtherError};
 use rustls_pki_types::CertificateDer;
 use trust_bundle::cert::ParsedCert;
 use trust_bundle::tls::{Authorizer, IdentityHandle, NotAuthorized, TrustHandle};
+use trust_bundle::verify::Usage;
 use trust_bundle::{PeerIdentity, TrustDomain, VerifyError};
 
 use self::source::Loaded;
@@ -58,6 +59,8 @@ pub struct Material {
     trust: TrustHandle,
     /// Our own certificate, for logs, the config dump and the expiry gauge.
     own: Arc<arc_swap::ArcSwap<Own>>,
+    /// Bumped when new material is installed, so open connections re-check their peer.
+    revision: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// Why a handshake failed: the bounded `reason` label of `tls_handshake_failures_total`.
@@ -180,6 +183,7 @@ impl Material {
             identity,
             trust: TrustHandle::new(loaded.store),
             own: Arc::new(arc_swap::ArcSwap::from_pointee(loaded.own)),
+            revision: Arc::new(tokio::sync::watch::Sender::new(0)),
         })
     }
 
@@ -191,7 +195,25 @@ impl Material {
         self.identity.replace(loaded.chain, loaded.key)?;
         self.trust.store(loaded.store);
         self.own.store(Arc::new(loaded.own));
+        self.revision.send_modify(|r| *r += 1);
         Ok(())
+    }
+
+    /// Changes whenever new material is installed (a new bundle map, identity or both).
+    pub(crate) fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.revision.subscribe()
+    }
+
+    /// Whether a peer chain verified at handshake still verifies against the bundle map in
+    /// force: a trust domain removed (an unlinked peer) or a root rotated out ends its
+    /// connections. Session resumption cannot skip this check: our server configs issue no
+    /// tickets and keep no session cache, so every connection is a full handshake.
+    pub(crate) fn still_trusted(&self, chain: &[CertificateDer<'_>]) -> Result<(), String> {
+        self.trust
+            .load()
+            .verify(chain, rustls_pki_types::UnixTime::now(), Usage::Client)
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 
     /// Our own certificate in force.

@@ -9,6 +9,7 @@
 //!   egress.json           egress listener ports: {"ports": [{service, port_name, port}]}
 //!   peering-port.json     the peering port picked for `listen: …:0`, rebound after a restart
 //!   api.sock              the local API socket (default place; mode 0600)
+//!   lock                  flock(2)ed by the running controller; holds its pid
 //! ```
 //!
 //! Every file is JSON, mode 0600, replaced atomically: written to a temporary file in the same
@@ -20,6 +21,7 @@
 //! Calls block on `fsync`; from async code run them where blocking is acceptable (the files are
 //! small) or on `spawn_blocking`.
 
+mod lock;
 mod records;
 
 use std::collections::BTreeMap;
@@ -31,6 +33,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use lock::{LOCK_FILE, LockError, StateLock};
 pub use records::{
     CliExport, EgressEntry, EgressFull, EgressPorts, ExportsRecord, ImportsRecord, LinkRecord,
     LinkRole,

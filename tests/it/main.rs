@@ -2,5 +2,6 @@
 //! `federation-ctl` on loopback, in network namespaces, and with Envoy.
 
 mod envoy;
+mod faults;
 mod federation;
 mod netns;

@@ -20,6 +20,8 @@ pub(crate) const APT_PACKAGES: &[&str] = &[
     "g++",
     // `ip netns` for the network-namespace end-to-end test.
     "iproute2",
+    // libfaketime (LD_PRELOAD) for the clock-skew scenario in tests/it/faults.rs.
+    "faketime",
 ];
 
 /// Python packages, checked with `pip show` and installed with `pip install`.

@@ -111,6 +111,7 @@ pub(super) async fn handle(
                     hello_bytes,
                     &route,
                     server_tls,
+                    shared.tls(),
                     config,
                     &shared.metrics,
                     &mut record,

@@ -3,12 +3,17 @@
 //! for the route inside the handshake, so a refused peer gets a TLS alert and never a route;
 //! then connect to an endpoint and copy plaintext ([`splice::pump`]; rustls needs the bytes, so
 //! this path never uses splice(2)).
+//!
+//! The peer is verified again whenever the gateway's bundle map changes: a connection whose
+//! peer no longer verifies (its trust domain was removed by `unlink`, its root rotated out) is
+//! closed with outcome `revoked`, instead of living on with a trust that was withdrawn.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -18,7 +23,7 @@ use super::{Outcome, RouteState, passthrough};
 use crate::config;
 use crate::drain;
 use crate::metrics::{Metrics, TlsFailureLabel};
-use crate::tls::{FailureReason, Peer};
+use crate::tls::{FailureReason, Material, Peer};
 
 #[allow(clippy::too_many_arguments)] // the connection, its route and the gateway-wide context
 pub(super) async fn forward(
@@ -26,6 +31,7 @@ pub(super) async fn forward(
     hello: Vec<u8>,
     route: &RouteState,
     server_config: Arc<rustls::ServerConfig>,
+    material: Option<Material>,
     config: &config::Config,
     metrics: &Metrics,
     record: &mut Record,
@@ -40,9 +46,31 @@ pub(super) async fn forward(
     // The ClientHello already arrived; the rest of the handshake gets the same allowance.
     let (reason, text) = match tokio::time::timeout(config.ingress.hello_timeout, handshake).await {
         Ok(Ok(tls)) => {
-            let peer = Peer::from_certs(tls.get_ref().1.peer_certificates().unwrap_or(&[]));
-            record.peer = Some(peer);
-            return proxy(tls, route, config, metrics, record, drain).await;
+            let chain: Vec<_> = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .unwrap_or(&[])
+                .iter()
+                .map(|c| c.clone().into_owned())
+                .collect();
+            record.peer = Some(Peer::from_certs(&chain));
+            let Some(material) = material else {
+                // A terminate route exists only with material; nothing to re-check against.
+                return proxy(tls, route, config, metrics, record, drain).await;
+            };
+            let mut changes = material.changes();
+            tokio::select! {
+                outcome = proxy(tls, route, config, metrics, record, drain) => return outcome,
+                reason = revoked(&material, &mut changes, &chain) => {
+                    tracing::info!(
+                        peer_spiffe_id = record.peer.as_ref().and_then(|p| p.spiffe_id.as_deref()),
+                        %reason,
+                        "closing a connection whose peer is no longer trusted"
+                    );
+                    return Outcome::Revoked;
+                }
+            }
         }
         Ok(Err(error)) => (
             FailureReason::of(&error),
@@ -57,6 +85,23 @@ pub(super) async fn forward(
     tracing::debug!(reason = reason.as_str(), error = %text, "peer refused");
     record.tls_error = Some(text);
     Outcome::TlsRefused
+}
+
+/// Resolves when the material changes and `chain` no longer verifies against it: why.
+async fn revoked(
+    material: &Material,
+    changes: &mut tokio::sync::watch::Receiver<u64>,
+    chain: &[CertificateDer<'static>],
+) -> String {
+    loop {
+        if changes.changed().await.is_err() {
+            // The material is gone with the gateway; the connection ends with it.
+            return std::future::pending().await;
+        }
+        if let Err(reason) = material.still_trusted(chain) {
+            return reason;
+        }
+    }
 }
 
 async fn proxy<S>(
