@@ -315,6 +315,14 @@ fn a_full_state_directory_is_reported_and_the_controller_keeps_serving_uncorrupt
         err.contains("cannot record the token") && err.contains("No space left on device"),
         "link token on a full disk: {err}"
     );
+    // Calls never noticed: the data path does not touch the disk.
+    traffic.wait_successes(10)?;
+    let counts = traffic.stop();
+    println!(
+        "full state dir: {} calls ok, {} failed",
+        counts.ok, counts.failed
+    );
+    assert_eq!(counts.failed, 0, "{:?}", counts.errors);
     // An import change that cannot be persisted is logged with the path and the errno, and
     // still applied: b unexports, a withdraws it (and would resume it from the old file).
     b.show(&["unexport", ECHO])?;
@@ -330,11 +338,7 @@ fn a_full_state_directory_is_reported_and_the_controller_keeps_serving_uncorrupt
         "a's log names the imports file and the errno:\n{}",
         a.controller.logs()
     );
-    let counts = traffic.stop();
-    println!(
-        "full state dir: CLI export and link token refused with the reason; {} calls ok before the unexport",
-        counts.ok
-    );
+
     // Still serving: the API answers, and every file on disk is whole.
     assert_eq!(a.links()?.len(), 1);
     let files = parse_all(&state);
