@@ -87,7 +87,7 @@ impl Applier {
 
     /// Stages and commits `config`; `inline` is the controller's TLS material, for a config
     /// whose `tls` says it comes from the controller. Connections already open keep what they
-    /// started with.
+    /// started with (terminated peers are re-verified against a new bundle map).
     pub(crate) async fn apply(
         &mut self,
         config: Config,

@@ -167,7 +167,7 @@ fn a_host_name_gateway_address_is_resolved() {
 }
 
 #[test]
-fn a_reloaded_bundle_refuses_new_connections_and_keeps_open_ones() {
+fn a_reloaded_bundle_refuses_new_connections_and_closes_open_ones_it_no_longer_trusts() {
     let pki = Pki::new();
     let echo = EchoBackend::start("gcp:");
     let b_files = pki.gateway("b", &pki.gcp, "gcp.example");
@@ -198,11 +198,15 @@ fn a_reloaded_bundle_refuses_new_connections_and_keeps_open_ones() {
     assert!(!answer.starts_with(b"gcp:"), "{answer:?}");
     b.wait_metric(&failures("unknown_trust_domain"), 1.0);
 
-    // The connection opened before the reload keeps working.
-    open.write_all(b"still open").expect("write");
-    let mut answer = [0u8; 10];
-    open.read_exact(&mut answer).expect("echo after reload");
-    assert_eq!(&answer, b"still open");
+    // The connection opened before the reload came from the trust domain just removed: B
+    // closes it (a's egress then closes ours), and says why.
+    let mut rest = [0u8; 16];
+    let read = open.read(&mut rest);
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "the open connection from aws.example is closed: {read:?}"
+    );
+    b.wait_metric(&closed("reviews", "revoked"), 1.0);
 
     // A broken bundle is rejected and the one in force stays.
     write_atomically(&b_files.bundle, "{ not json");
