@@ -135,6 +135,10 @@ impl Applier {
             self.count_tls("applied");
         }
         self.shared.store(snapshot);
+        // After the routes: a woken connection checks its peer against this config, not the last.
+        if let Some(material) = self.shared.tls() {
+            material.announce();
+        }
         let egress = self.egress.commit(plan, &self.shared, drain_timeout).await;
         Ok(Applied { generation, egress })
     }

@@ -59,7 +59,7 @@ pub struct Material {
     trust: TrustHandle,
     /// Our own certificate, for logs, the config dump and the expiry gauge.
     own: Arc<arc_swap::ArcSwap<Own>>,
-    /// Bumped when new material is installed, so open connections re-check their peer.
+    /// Bumped after each config is in force, so open connections re-check their peer.
     revision: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
@@ -195,11 +195,16 @@ impl Material {
         self.identity.replace(loaded.chain, loaded.key)?;
         self.trust.store(loaded.store);
         self.own.store(Arc::new(loaded.own));
-        self.revision.send_modify(|r| *r += 1);
         Ok(())
     }
 
-    /// Changes whenever new material is installed (a new bundle map, identity or both).
+    /// Tells open connections that a config is in force (call after the routes are stored), so
+    /// they check their peer again.
+    pub(crate) fn announce(&self) {
+        self.revision.send_modify(|r| *r += 1);
+    }
+
+    /// Changes at every [`Self::announce`].
     pub(crate) fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.revision.subscribe()
     }
@@ -208,11 +213,13 @@ impl Material {
     /// force: a trust domain removed (an unlinked peer) or a root rotated out ends its
     /// connections. Session resumption cannot skip this check: our server configs issue no
     /// tickets and keep no session cache, so every connection is a full handshake.
-    pub(crate) fn still_trusted(&self, chain: &[CertificateDer<'_>]) -> Result<(), String> {
+    pub(crate) fn still_trusted(
+        &self,
+        chain: &[CertificateDer<'_>],
+    ) -> Result<PeerIdentity, String> {
         self.trust
             .load()
             .verify(chain, rustls_pki_types::UnixTime::now(), Usage::Client)
-            .map(drop)
             .map_err(|e| e.to_string())
     }
 
@@ -260,7 +267,7 @@ impl Material {
 }
 
 /// Any-of: a trust domain, a cluster (issuing intermediate's `L=`) or an exact SPIFFE ID.
-fn authorizer(auth: &config::Authorization) -> Authorizer {
+pub(crate) fn authorizer(auth: &config::Authorization) -> Authorizer {
     let auth = auth.clone();
     Authorizer::from_fn(move |peer: &PeerIdentity| {
         let td = peer.spiffe_id.trust_domain_str();

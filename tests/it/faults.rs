@@ -594,40 +594,77 @@ fn unlinking_a_peer_with_another_root_closes_its_live_connections_and_refuses_re
         "no ticket is issued:\n{out}"
     );
 
-    // A live connection through both gateways: the request is not finished, so the endpoint
-    // waits and the connection stays open.
-    let mut live = TcpStream::connect(listener).map_err(|source| Error::Io {
-        what: format!("connect {listener}"),
-        source,
-    })?;
-    live.write_all(b"GET / HTTP/1.0\r\n").expect("write");
-    wait_metric(onprem, "federation_gateway_route_connections_active", |v| {
-        v >= 1.0
-    })?;
-
+    let live = Live::open(listener, onprem)?;
     onprem.unlink("aws")?;
-    let unlinked = Instant::now();
-    live.set_read_timeout(Some(PATIENCE)).expect("timeout");
-    let mut buf = [0u8; 64];
-    let read = live.read(&mut buf);
-    let closed = unlinked.elapsed();
-    assert!(
-        matches!(read, Ok(0) | Err(_)),
-        "the live connection from the unlinked trust domain ends: {read:?}"
-    );
-    let log = std::fs::read_to_string(onprem.gateway.stderr_log()).unwrap_or_default();
-    assert!(
-        log.contains("\"outcome\":\"revoked\""),
-        "onprem's gateway closed it as revoked:\n{}",
-        onprem.gateway.logs()
-    );
-    println!("unlink: the live connection from aws.example closed {closed:.0?} later");
+    let closed = live.wait_revoked()?;
+    println!("unlink across roots: the live connection from aws.example closed {closed:.0?} later");
 
     // New handshakes, and resumptions of the session saved before, are refused.
     let (ok, out) = s_client(onprem.ingress, &sni, &leaf, ("-sess_in", &sess))?;
     assert!(!ok, "an unlinked peer's handshake is refused:\n{out}");
     assert!(!out.contains("Reused"), "no session was resumed:\n{out}");
     Ok(())
+}
+
+#[test]
+fn unlinking_a_peer_under_a_shared_root_closes_its_live_connections() -> Result {
+    let w = linked(&Options::default(), &Options::default())?;
+    let [a, b] = &w.topo.clusters[..] else {
+        unreachable!()
+    };
+    // a's chain still verifies at b after the unlink (one root): what ends the connection is
+    // that no route at b authorizes a's gateway any more.
+    let live = Live::open(a.listener(ECHO)?, b)?;
+    b.unlink("a")?;
+    let closed = live.wait_revoked()?;
+    println!("unlink under a shared root: the live connection from a closed {closed:.0?} later");
+    Ok(())
+}
+
+/// A connection through both gateways kept open: the request is not finished, so the endpoint
+/// waits for the rest.
+struct Live<'a> {
+    conn: TcpStream,
+    serving: &'a Cluster,
+}
+
+impl<'a> Live<'a> {
+    fn open(listener: SocketAddr, serving: &'a Cluster) -> Result<Self> {
+        let mut conn = TcpStream::connect(listener).map_err(|source| Error::Io {
+            what: format!("connect {listener}"),
+            source,
+        })?;
+        conn.write_all(b"GET / HTTP/1.0\r\n").expect("write");
+        wait_metric(
+            serving,
+            "federation_gateway_route_connections_active",
+            |v| v >= 1.0,
+        )?;
+        Ok(Self { conn, serving })
+    }
+
+    /// Waits (bounded) until the connection ends, and checks that the serving gateway closed
+    /// it as `revoked`; how long that took.
+    fn wait_revoked(mut self) -> Result<Duration> {
+        let start = Instant::now();
+        self.conn.set_read_timeout(Some(PATIENCE)).expect("timeout");
+        let mut buf = [0u8; 64];
+        let read = self.conn.read(&mut buf);
+        let took = start.elapsed();
+        assert!(
+            matches!(read, Ok(0) | Err(_)),
+            "the live connection of the unlinked peer ends: {read:?}"
+        );
+        let gateway = &self.serving.gateway;
+        let log = std::fs::read_to_string(gateway.stderr_log()).unwrap_or_default();
+        assert!(
+            log.contains("\"outcome\":\"revoked\""),
+            "{}'s gateway closed it as revoked:\n{}",
+            self.serving.name,
+            gateway.logs()
+        );
+        Ok(took)
+    }
 }
 
 /// Polls a gateway's `/metrics` until the sum of the samples of `name` satisfies `pred`.

@@ -4,9 +4,10 @@
 //! then connect to an endpoint and copy plaintext ([`splice::pump`]; rustls needs the bytes, so
 //! this path never uses splice(2)).
 //!
-//! The peer is verified again whenever the gateway's bundle map changes: a connection whose
-//! peer no longer verifies (its trust domain was removed by `unlink`, its root rotated out) is
-//! closed with outcome `revoked`, instead of living on with a trust that was withdrawn.
+//! The peer is checked again after every config change: a connection whose peer no longer
+//! verifies (its trust domain was removed by `unlink`, its root rotated out) or is no longer
+//! authorized by the route serving its SNI (unlinked under a shared root, unexported) is closed
+//! with outcome `revoked`, instead of living on with a trust that was withdrawn.
 
 use std::io;
 use std::pin::Pin;
@@ -19,11 +20,11 @@ use tokio::net::TcpStream;
 
 use super::conn::Record;
 use super::splice::{self, Tally};
-use super::{Outcome, RouteState, passthrough};
+use super::{Outcome, RouteState, Shared, passthrough};
 use crate::config;
 use crate::drain;
 use crate::metrics::{Metrics, TlsFailureLabel};
-use crate::tls::{FailureReason, Material, Peer};
+use crate::tls::{self, FailureReason, Peer};
 
 #[allow(clippy::too_many_arguments)] // the connection, its route and the gateway-wide context
 pub(super) async fn forward(
@@ -31,12 +32,12 @@ pub(super) async fn forward(
     hello: Vec<u8>,
     route: &RouteState,
     server_config: Arc<rustls::ServerConfig>,
-    material: Option<Material>,
+    shared: &Shared,
     config: &config::Config,
-    metrics: &Metrics,
     record: &mut Record,
     drain: &mut drain::Watch,
 ) -> Outcome {
+    let metrics = &shared.metrics;
     let acceptor = tokio_rustls::TlsAcceptor::from(server_config);
     let handshake = acceptor.accept(Prefixed {
         prefix: hello,
@@ -55,14 +56,14 @@ pub(super) async fn forward(
                 .map(|c| c.clone().into_owned())
                 .collect();
             record.peer = Some(Peer::from_certs(&chain));
-            let Some(material) = material else {
+            let sni = record.sni.clone().unwrap_or_default();
+            let Some(mut changes) = shared.tls().map(|m| m.changes()) else {
                 // A terminate route exists only with material; nothing to re-check against.
                 return proxy(tls, route, config, metrics, record, drain).await;
             };
-            let mut changes = material.changes();
             tokio::select! {
                 outcome = proxy(tls, route, config, metrics, record, drain) => return outcome,
-                reason = revoked(&material, &mut changes, &chain) => {
+                reason = revoked(shared, &sni, &mut changes, &chain) => {
                     tracing::info!(
                         peer_spiffe_id = record.peer.as_ref().and_then(|p| p.spiffe_id.as_deref()),
                         %reason,
@@ -87,9 +88,10 @@ pub(super) async fn forward(
     Outcome::TlsRefused
 }
 
-/// Resolves when the material changes and `chain` no longer verifies against it: why.
+/// Resolves, with the reason, when a config change means the peer would no longer be let in.
 async fn revoked(
-    material: &Material,
+    shared: &Shared,
+    sni: &str,
     changes: &mut tokio::sync::watch::Receiver<u64>,
     chain: &[CertificateDer<'static>],
 ) -> String {
@@ -98,9 +100,25 @@ async fn revoked(
             // The material is gone with the gateway; the connection ends with it.
             return std::future::pending().await;
         }
-        if let Err(reason) = material.still_trusted(chain) {
+        if let Err(reason) = still_allowed(shared, sni, chain) {
             return reason;
         }
+    }
+}
+
+/// Whether the peer verified at handshake would be let in now: its chain verifies against the
+/// bundle map in force, and the route now serving `sni` is a terminate route authorizing it (a
+/// peer unlinked under a shared root keeps a valid chain but loses its routes).
+fn still_allowed(shared: &Shared, sni: &str, chain: &[CertificateDer<'_>]) -> Result<(), String> {
+    let Some(material) = shared.tls() else {
+        return Ok(());
+    };
+    let peer = material.still_trusted(chain)?;
+    let snapshot = shared.load();
+    match snapshot.table.lookup(sni).map(|(route, _)| &route.mode) {
+        Some(config::Mode::Terminate(auth)) => tls::authorizer(auth).check(&peer),
+        Some(config::Mode::Passthrough) => Err(format!("{sni} is now a passthrough route")),
+        None => Err(format!("no route serves {sni} any more")),
     }
 }
 
