@@ -5,9 +5,9 @@
 //! The lock belongs to the open file, so the kernel releases it when the process dies, even by
 //! SIGKILL: no stale lock survives a crash. The file holds the holder's pid, for the message.
 
-use std::fs::{DirBuilder, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{FlockOperation, flock};
@@ -48,19 +48,11 @@ impl StateLock {
                 source,
             }
         };
-        if !dir.exists() {
-            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent).map_err(io_err("create", parent))?;
-            }
-            DirBuilder::new()
-                .mode(0o700)
-                .create(dir)
-                .or_else(|e| match e.kind() {
-                    io::ErrorKind::AlreadyExists => Ok(()),
-                    _ => Err(e),
-                })
-                .map_err(io_err("create", dir))?;
-        }
+        super::create_dir(dir).map_err(|(path, source)| LockError::Io {
+            action: "create",
+            path,
+            source,
+        })?;
         let path = dir.join(LOCK_FILE);
         let mut file = OpenOptions::new()
             .read(true)
