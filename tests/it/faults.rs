@@ -223,9 +223,8 @@ fn is_root() -> bool {
         .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
 }
 
-/// A small tmpfs mounted over a directory; lazily unmounted on drop, so a failed test leaves
-/// no mount behind.
-struct Tmpfs(PathBuf);
+/// A small tmpfs mounted over a directory; unmounted on drop.
+struct Tmpfs(Mounted);
 
 impl Tmpfs {
     fn mount(dir: &Path, size: &str) -> Result<Self> {
@@ -236,11 +235,29 @@ impl Tmpfs {
                 .arg("tmpfs")
                 .arg(dir),
         )?;
-        Ok(Self(dir.to_owned()))
+        Ok(Self(Mounted(dir.to_owned())))
+    }
+
+    /// A read-only bind mount of the same directory on top (the controller holds its lock
+    /// file open for writing, so the tmpfs itself cannot be remounted read-only); writes through
+    /// the path fail with EROFS until it is dropped.
+    fn read_only(&self) -> Result<Mounted> {
+        let dir = &self.0.0;
+        run_ok(Command::new("mount").arg("--bind").arg(dir).arg(dir))?;
+        let top = Mounted(dir.clone());
+        run_ok(
+            Command::new("mount")
+                .args(["-o", "remount,ro,bind"])
+                .arg(dir),
+        )?;
+        Ok(top)
     }
 }
 
-impl Drop for Tmpfs {
+/// A mount on a directory, lazily unmounted on drop, so a failed test leaves no mount behind.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("--lazy").arg(&self.0).status();
     }
@@ -286,8 +303,9 @@ fn fill(path: &Path) {
 }
 
 #[test]
-fn a_full_state_directory_is_reported_and_the_controller_keeps_serving_uncorrupted() -> Result {
-    const TEST: &str = "a_full_state_directory_is_reported_and_the_controller_keeps_serving";
+fn a_full_or_read_only_state_directory_is_reported_and_the_controller_keeps_serving_uncorrupted()
+-> Result {
+    const TEST: &str = "a_full_or_read_only_state_directory_is_reported";
     if !is_root() {
         skip(TEST, "mounting a small tmpfs needs root");
         return Ok(());
@@ -299,7 +317,7 @@ fn a_full_state_directory_is_reported_and_the_controller_keeps_serving_uncorrupt
     w.topo.clusters[0].kill_controller();
     std::fs::rename(&state, &saved).expect("move state aside");
     std::fs::create_dir(&state).expect("mkdir state");
-    let _tmpfs = Tmpfs::mount(&state, "512k")?;
+    let tmpfs = Tmpfs::mount(&state, "512k")?;
     copy_state(&saved, &state).expect("copy state onto the tmpfs");
     w.topo.clusters[0].restart_controller()?;
     let [a, b] = &w.topo.clusters[..] else {
@@ -352,6 +370,21 @@ fn a_full_state_directory_is_reported_and_the_controller_keeps_serving_uncorrupt
     call_until(a.listener(ECHO)?, "b")?;
     a.show(&["link", "token"])?;
     parse_all(&state);
+
+    // Read-only: the same, with the other errno.
+    let read_only = tmpfs.read_only()?;
+    let (code, err) = run_err(&mut a.ctl(&["link", "token"])?)?;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("cannot record the token") && err.contains("Read-only file system"),
+        "link token on a read-only disk: {err}"
+    );
+    println!("read-only state dir, `link token`: {}", err.trim());
+    assert_eq!(call(listener).as_deref(), Ok("b"));
+    assert_eq!(a.links()?.len(), 1);
+    parse_all(&state);
+    drop(read_only);
+    a.show(&["link", "token"])?;
     // Stop a before the tmpfs goes.
     w.topo.clusters[0].kill_controller();
     Ok(())
