@@ -17,7 +17,7 @@ use rustls::{CertificateError, OtherError};
 use rustls_pki_types::CertificateDer;
 use trust_bundle::cert::ParsedCert;
 use trust_bundle::tls::{Authorizer, IdentityHandle, NotAuthorized, TrustHandle};
-use trust_bundle::verify::Usage;
+pub(crate) use trust_bundle::verify::Usage;
 use trust_bundle::{PeerIdentity, TrustDomain, VerifyError};
 
 use self::source::Loaded;
@@ -216,10 +216,11 @@ impl Material {
     pub(crate) fn still_trusted(
         &self,
         chain: &[CertificateDer<'_>],
+        usage: Usage,
     ) -> Result<PeerIdentity, String> {
         self.trust
             .load()
-            .verify(chain, rustls_pki_types::UnixTime::now(), Usage::Client)
+            .verify(chain, rustls_pki_types::UnixTime::now(), usage)
             .map_err(|e| e.to_string())
     }
 
@@ -263,6 +264,22 @@ impl Material {
             authorizer,
         )?;
         Ok(Arc::new(config))
+    }
+}
+
+/// Resolves at the first config announcement after which `check` fails: its reason. Never
+/// resolves once the material is gone (the gateway is exiting; connections end with it).
+pub(crate) async fn revoked(
+    changes: &mut tokio::sync::watch::Receiver<u64>,
+    mut check: impl FnMut() -> Result<(), String>,
+) -> String {
+    loop {
+        if changes.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        if let Err(reason) = check() {
+            return reason;
+        }
     }
 }
 

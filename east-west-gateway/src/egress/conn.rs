@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use rustls_pki_types::CertificateDer;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -107,8 +108,36 @@ pub(super) async fn handle(
     let limits = splice::Limits::of(&config.upstream);
     record.outcome = match upstream {
         Upstream::Tls(tls) => {
+            let chain: Vec<CertificateDer<'static>> = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .unwrap_or(&[])
+                .iter()
+                .map(|c| c.clone().into_owned())
+                .collect();
             let (client, remote) = (client.split(), tokio::io::split(*tls));
-            splice::pump(client, remote, up, down, limits, &mut drain).await
+            let pump = splice::pump(client, remote, up, down, limits, &mut drain);
+            match shared.tls() {
+                None => pump.await,
+                // A remote gateway whose trust domain left our bundle map (an unlinked peer)
+                // gets no more bytes, as its own connections into us get none.
+                Some(material) => {
+                    let mut changes = material.changes();
+                    let check = || material.still_trusted(&chain, tls::Usage::Server).map(drop);
+                    tokio::select! {
+                        outcome = pump => outcome,
+                        reason = tls::revoked(&mut changes, check) => {
+                            tracing::info!(
+                                peer_spiffe_id = record.peer_id.as_deref(),
+                                %reason,
+                                "closing a connection to a gateway no longer trusted"
+                            );
+                            Outcome::Revoked
+                        }
+                    }
+                }
+            }
         }
         Upstream::Plain(mut tcp, hello) => {
             if tcp.write_all(&hello).await.is_err() {

@@ -63,7 +63,7 @@ pub(super) async fn forward(
             };
             tokio::select! {
                 outcome = proxy(tls, route, config, metrics, record, drain) => return outcome,
-                reason = revoked(shared, &sni, &mut changes, &chain) => {
+                reason = tls::revoked(&mut changes, || still_allowed(shared, &sni, &chain)) => {
                     tracing::info!(
                         peer_spiffe_id = record.peer.as_ref().and_then(|p| p.spiffe_id.as_deref()),
                         %reason,
@@ -88,24 +88,6 @@ pub(super) async fn forward(
     Outcome::TlsRefused
 }
 
-/// Resolves, with the reason, when a config change means the peer would no longer be let in.
-async fn revoked(
-    shared: &Shared,
-    sni: &str,
-    changes: &mut tokio::sync::watch::Receiver<u64>,
-    chain: &[CertificateDer<'static>],
-) -> String {
-    loop {
-        if changes.changed().await.is_err() {
-            // The material is gone with the gateway; the connection ends with it.
-            return std::future::pending().await;
-        }
-        if let Err(reason) = still_allowed(shared, sni, chain) {
-            return reason;
-        }
-    }
-}
-
 /// Whether the peer verified at handshake would be let in now: its chain verifies against the
 /// bundle map in force, and the route now serving `sni` is a terminate route authorizing it (a
 /// peer unlinked under a shared root keeps a valid chain but loses its routes).
@@ -113,7 +95,7 @@ fn still_allowed(shared: &Shared, sni: &str, chain: &[CertificateDer<'_>]) -> Re
     let Some(material) = shared.tls() else {
         return Ok(());
     };
-    let peer = material.still_trusted(chain)?;
+    let peer = material.still_trusted(chain, tls::Usage::Client)?;
     let snapshot = shared.load();
     match snapshot.table.lookup(sni).map(|(route, _)| &route.mode) {
         Some(config::Mode::Terminate(auth)) => tls::authorizer(auth).check(&peer),

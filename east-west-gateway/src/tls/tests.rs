@@ -174,7 +174,7 @@ async fn a_peer_stops_being_trusted_when_its_trust_domain_leaves_the_bundle_map(
         Material::new(Material::stage(Source::Memory(&inline(&gw, &both))).expect("stage"))
             .expect("material");
     let mut changes = material.changes();
-    assert!(material.still_trusted(&peer.chain).is_ok());
+    assert!(material.still_trusted(&peer.chain, Usage::Client).is_ok());
 
     // The same map again (a config that changed something else): a change, still trusted.
     let same = Material::stage(Source::Memory(&inline(&gw, &both))).expect("stage");
@@ -182,7 +182,7 @@ async fn a_peer_stops_being_trusted_when_its_trust_domain_leaves_the_bundle_map(
     material.announce();
     assert!(changes.has_changed().expect("open"));
     changes.mark_unchanged();
-    assert!(material.still_trusted(&peer.chain).is_ok());
+    assert!(material.still_trusted(&peer.chain, Usage::Client).is_ok());
 
     let removed = Material::stage(Source::Memory(&inline(&gw, &only_ours))).expect("stage");
     material.install(removed).expect("install");

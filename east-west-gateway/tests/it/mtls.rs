@@ -167,6 +167,41 @@ fn a_host_name_gateway_address_is_resolved() {
 }
 
 #[test]
+fn an_egress_connection_ends_when_its_remote_gateway_leaves_the_bundle_map() {
+    let pki = Pki::new();
+    let echo = EchoBackend::start("gcp:");
+    let b = Gateway::start(&gateway_b(
+        &pki.gateway("b", &pki.gcp, "gcp.example"),
+        echo.addr,
+        "",
+    ));
+    let a_files = pki.gateway("a", &pki.aws, "aws.example");
+    let gateways = format!("{{ address: '{}' }}", b.ingress);
+    let a = Gateway::start(&gateway_a(
+        &a_files,
+        &gateways,
+        "reload: { watch_interval: 50ms }\n",
+    ));
+    let mut open = TcpStream::connect(a.egress("reviews")).expect("connect");
+    open.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    open.write_all(b"before").expect("write");
+    let mut answer = [0u8; 10];
+    open.read_exact(&mut answer).expect("echo");
+
+    // A stops trusting gcp.example: its open connection to B's gateway ends there.
+    let aws_only = bundle_map(&[("aws.example", &pki.aws_root)]);
+    write_atomically(&a_files.bundle, &aws_only.to_json());
+    a.wait_event("reload", |e| e["result"] == "applied");
+    let mut rest = [0u8; 16];
+    let read = open.read(&mut rest);
+    assert!(matches!(read, Ok(0) | Err(_)), "closed: {read:?}");
+    a.wait_metric(
+        "federation_gateway_egress_connections_closed_total{egress=\"reviews\",outcome=\"revoked\"}",
+        1.0,
+    );
+}
+
+#[test]
 fn a_reloaded_bundle_refuses_new_connections_and_closes_open_ones_it_no_longer_trusts() {
     let pki = Pki::new();
     let echo = EchoBackend::start("gcp:");
