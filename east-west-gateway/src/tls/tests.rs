@@ -189,7 +189,7 @@ async fn a_peer_stops_being_trusted_when_its_trust_domain_leaves_the_bundle_map(
     material.announce();
     assert!(changes.has_changed().expect("open"));
     let reason = material
-        .still_trusted(&peer.chain)
+        .still_trusted(&peer.chain, Usage::Client)
         .expect_err("no longer trusted");
     assert!(reason.contains("aws.example"), "{reason}");
 }
