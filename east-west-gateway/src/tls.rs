@@ -267,6 +267,15 @@ impl Material {
     }
 }
 
+/// The peer's certificates from a finished handshake, owned, to verify again later.
+pub(crate) fn owned_chain(certs: Option<&[CertificateDer<'_>]>) -> Vec<CertificateDer<'static>> {
+    certs
+        .unwrap_or(&[])
+        .iter()
+        .map(|c| c.clone().into_owned())
+        .collect()
+}
+
 /// Resolves at the first config announcement after which `check` fails: its reason. Never
 /// resolves once the material is gone (the gateway is exiting; connections end with it).
 pub(crate) async fn revoked(

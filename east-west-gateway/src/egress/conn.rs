@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rustls_pki_types::CertificateDer;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -108,14 +107,7 @@ pub(super) async fn handle(
     let limits = splice::Limits::of(&config.upstream);
     record.outcome = match upstream {
         Upstream::Tls(tls) => {
-            let chain: Vec<CertificateDer<'static>> = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .unwrap_or(&[])
-                .iter()
-                .map(|c| c.clone().into_owned())
-                .collect();
+            let chain = tls::owned_chain(tls.get_ref().1.peer_certificates());
             let (client, remote) = (client.split(), tokio::io::split(*tls));
             let pump = splice::pump(client, remote, up, down, limits, &mut drain);
             match shared.tls() {

@@ -47,14 +47,7 @@ pub(super) async fn forward(
     // The ClientHello already arrived; the rest of the handshake gets the same allowance.
     let (reason, text) = match tokio::time::timeout(config.ingress.hello_timeout, handshake).await {
         Ok(Ok(tls)) => {
-            let chain: Vec<_> = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .unwrap_or(&[])
-                .iter()
-                .map(|c| c.clone().into_owned())
-                .collect();
+            let chain = tls::owned_chain(tls.get_ref().1.peer_certificates());
             record.peer = Some(Peer::from_certs(&chain));
             let sni = record.sni.clone().unwrap_or_default();
             let Some(mut changes) = shared.tls().map(|m| m.changes()) else {
