@@ -11,6 +11,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let fds = protox::compile(protos, ["proto"])?;
     tonic_prost_build::configure()
+        // The CLI prints the operator views (`status`, `check`, ...) as JSON and YAML as they
+        // come: field names follow the proto, times are Unix ms (`*_ms`).
+        .message_attribute(".isthmus.control.v1", "#[derive(serde::Serialize)]")
         .build_server(true)
         .build_client(true)
         .compile_fds(fds)?;

@@ -158,6 +158,8 @@ pub async fn build(source: Source) -> Result<Bound, Error> {
                 bootstrap: *bootstrap,
                 applier,
                 status,
+                ingress: addresses.0,
+                applied: Arc::default(),
             };
             background.push(tokio::spawn(client.run()));
         }

@@ -16,6 +16,7 @@
 
 mod backoff;
 mod convert;
+mod report;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 pub use self::backoff::Backoff;
+pub use self::report::REPORT_INTERVAL;
 use crate::api::gateway_discovery_client::GatewayDiscoveryClient;
 use crate::api::{GatewayConfig, WatchRequest};
 use crate::apply::{self, Applier};
@@ -151,6 +153,10 @@ pub(crate) struct Client {
     pub(crate) bootstrap: Bootstrap,
     pub(crate) applier: Applier,
     pub(crate) status: Arc<Status>,
+    /// The bound ingress address, for the report.
+    pub(crate) ingress: std::net::SocketAddr,
+    /// Signalled after each applied config, so the next report follows soon.
+    pub(crate) applied: Arc<tokio::sync::Notify>,
 }
 
 impl Client {
@@ -183,20 +189,33 @@ impl Client {
             gateway: self.settings.name.clone(),
             have_version: self.status.version(),
         };
-        let mut stream = match GatewayDiscoveryClient::new(channel).watch(request).await {
+        let mut stream = match GatewayDiscoveryClient::new(channel.clone())
+            .watch(request)
+            .await
+        {
             Ok(response) => response.into_inner(),
             Err(status) => return Disconnect::Watch(status),
         };
         self.set_connected(true, None);
         backoff.reset();
         *attempt = 0;
-        loop {
+        // Reports live as long as this session's stream.
+        let reporter = AbortOnDrop(tokio::spawn(report::run(
+            channel,
+            self.settings.name.clone(),
+            self.ingress,
+            self.applier.shared().clone(),
+            self.applied.clone(),
+        )));
+        let reason = loop {
             match stream.message().await {
                 Ok(Some(message)) => self.apply(message).await,
-                Ok(None) => return Disconnect::Ended,
-                Err(status) => return Disconnect::Stream(status),
+                Ok(None) => break Disconnect::Ended,
+                Err(status) => break Disconnect::Stream(status),
             }
-        }
+        };
+        drop(reporter);
+        reason
     }
 
     async fn apply(&mut self, message: GatewayConfig) {
@@ -216,6 +235,7 @@ impl Client {
         match result {
             Ok(applied) => {
                 self.status.version.store(version, Ordering::Relaxed);
+                self.applied.notify_one();
                 metrics
                     .controller_config_version
                     .set(i64::try_from(version).unwrap_or(i64::MAX));
@@ -269,6 +289,15 @@ impl Client {
             event["error"] = reason.to_string().into();
         }
         telemetry::event(&event);
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

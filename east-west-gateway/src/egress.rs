@@ -60,6 +60,18 @@ pub enum Error {
     },
 }
 
+/// One remote gateway as the active probes see it.
+#[derive(Debug, Clone)]
+pub(crate) struct ProbeStatus {
+    pub(crate) address: String,
+    pub(crate) cluster: String,
+    pub(crate) priority: u32,
+    pub(crate) healthy: bool,
+    /// (p50, p99) over the probe window; `None` before the first success.
+    pub(crate) rtt: Option<(std::time::Duration, std::time::Duration)>,
+    pub(crate) sni: String,
+}
+
 /// One egress listener's runtime: its config, remote gateways (each with its TLS client, for
 /// mTLS) and their background probes and resolvers, which stop when the pool is dropped.
 pub struct Pool {
@@ -189,6 +201,32 @@ impl Pool {
                 self.metrics.forget_gateway(&gateway.label);
             }
         }
+    }
+
+    /// Each remote gateway's health and probe RTT, for the controller's report.
+    pub(crate) fn probes(&self) -> Vec<ProbeStatus> {
+        self.gateways
+            .list
+            .iter()
+            .map(|g| ProbeStatus {
+                address: g.config.address.clone(),
+                cluster: g
+                    .config
+                    .cluster
+                    .as_ref()
+                    .map(|c| c.as_str().to_owned())
+                    .unwrap_or_default(),
+                priority: g.config.priority,
+                healthy: g.is_alive(),
+                rtt: g.rtt(),
+                sni: g
+                    .config
+                    .mtls
+                    .as_ref()
+                    .map(|m| m.sni.clone())
+                    .unwrap_or_default(),
+            })
+            .collect()
     }
 
     /// Runtime state for `/config_dump`: per gateway health, RTT and name resolution.

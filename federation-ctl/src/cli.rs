@@ -6,6 +6,8 @@
 
 pub mod controller;
 mod output;
+mod status;
+mod wait;
 
 use std::path::{Path, PathBuf};
 
@@ -24,14 +26,14 @@ pub const EXIT_UNREACHABLE: u8 = 3;
 /// Exit code for an invalid controller config.
 pub const EXIT_CONFIG: u8 = 64;
 
-/// Isthmus federation: link clusters, export services, see what is imported.
+/// Isthmus federation: link clusters, export services, see what is imported, diagnose.
 #[derive(Debug, Parser)]
 #[command(name = "federation-ctl", version)]
 pub struct Args {
     #[command(subcommand)]
     pub command: Command,
     /// The controller's local API socket (`api.socket` in its config): `unix:/path` or a path
-    #[arg(long, global = true, value_name = "ADDR", env = CONTROLLER_ENV)]
+    #[arg(long, global = true, value_name = "ADDR", env = CONTROLLER_ENV, hide_env_values = true)]
     pub controller: Option<String>,
     /// Output format
     #[arg(short, long, global = true, value_enum, default_value_t = Output::Table)]
@@ -78,9 +80,46 @@ pub enum Command {
     },
     /// List exports (to whom) and imports (from which clusters, local listener)
     Services,
+    /// One screen for this cluster: identity, gateways, links, data-path RTT, counts, warnings
+    Status,
+    /// Diagnose the cluster and its links; every finding has a fix, errors exit 1
+    #[command(
+        long_about = "Diagnose the cluster and its links; every finding has a fix, errors exit 1.\n\n\
+        Checks: the config, cluster intermediate and root expiry (warns within 30 and 7 days), the \
+        state directory's permissions, the registry file, host names resolving, unique cluster \
+        names, trust with each linked cluster, each peer gateway reachable (TCP and mutual TLS), \
+        clock skew against peers, and that a gateway is connected.\n\n\
+        With --config FILE the local checks run even when the controller is not running (before \
+        its first start, or when it refuses to start)."
+    )]
+    Check {
+        /// The controller's config, for the checks that need no running controller
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Trust: the bundles of linked clusters beside ours
+    #[command(subcommand)]
+    Trust(TrustCommand),
+    /// Where a call to an imported NAME.NS goes, and why
+    Trace {
+        /// The imported service, NAME.NAMESPACE
+        service: String,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
     /// Print the CustomResourceDefinitions (ServiceExport, ServiceImport, ClusterLink) as a
     /// YAML stream, for `kubectl apply -f -`
     Crds,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TrustCommand {
+    /// For each linked cluster, the bundle it serves (trust domain, sequence, roots, expiry)
+    /// beside ours, differences marked
+    Status,
 }
 
 #[derive(Debug, Subcommand)]
@@ -95,7 +134,18 @@ pub enum LinkCommand {
     Join {
         /// The token printed by `federation-ctl link token` on the other cluster
         token: String,
+        /// How long to wait for the link to be healthy (connected, heartbeats flowing)
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+        timeout: std::time::Duration,
+        /// Return once the link is made, without waiting for it to be healthy
+        #[arg(long)]
+        no_wait: bool,
     },
+}
+
+/// Unix ms as RFC 3339 (UTC), to the second.
+pub fn format_time(ms: i64) -> String {
+    output::time(ms)
 }
 
 /// A failure that maps to a specific exit code.
@@ -148,8 +198,78 @@ pub fn print_crds() -> anyhow::Result<()> {
 
 /// Runs one operator verb against the controller.
 pub async fn run_verb(command: Command, addr: Option<&str>, out: Output) -> anyhow::Result<()> {
+    match &command {
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(
+                *shell,
+                &mut Args::command(),
+                "federation-ctl",
+                &mut std::io::stdout(),
+            );
+            return Ok(());
+        }
+        Command::Check {
+            config: Some(config),
+        } => {
+            // The local checks stand in when the controller cannot answer.
+            if let Err(unreachable) = connect(addr).await {
+                let mut findings: Vec<pb::Finding> =
+                    crate::diagnose::local::run(config, crate::controller::now_ms())
+                        .await
+                        .iter()
+                        .map(|f| f.to_pb())
+                        .collect();
+                findings.push(
+                    crate::diagnose::Finding::warning(
+                        "controller",
+                        addr.unwrap_or("(none given)"),
+                        format!("{unreachable}; the checks of links, peers, clocks and gateways were skipped"),
+                        "start `federation-ctl controller --config FILE` and check again",
+                    )
+                    .to_pb(),
+                );
+                return status::check(&findings, out);
+            }
+        }
+        _ => {}
+    }
     let mut client = connect(addr).await?;
     match command {
+        Command::Completions { .. } => Ok(()),
+        Command::Status => {
+            let resp = client
+                .get_status(pb::GetStatusRequest {})
+                .await
+                .map_err(refused)?
+                .into_inner();
+            status::status(&resp, out)
+        }
+        Command::Check { .. } => {
+            let spinner = wait::Spinner::start(
+                "checking (peer gateways are dialed)",
+                wait::spinner_enabled(out),
+            );
+            let resp = client.check(pb::CheckRequest {}).await.map_err(refused);
+            spinner.finish().await;
+            status::check(&resp?.into_inner().findings, out)
+        }
+        Command::Trust(TrustCommand::Status) => {
+            let resp = client
+                .trust_status(pb::TrustStatusRequest {})
+                .await
+                .map_err(refused)?
+                .into_inner();
+            status::trust(&resp, out)
+        }
+        Command::Trace { service } => {
+            let resp = client
+                .trace(pb::TraceRequest { service })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            status::trace(&resp, out)
+        }
         Command::Controller { .. } | Command::Crds => bail!("`{command:?}` is not a verb"),
         Command::Link(LinkCommand::Token { ttl }) => {
             let resp = client
@@ -161,14 +281,21 @@ pub async fn run_verb(command: Command, addr: Option<&str>, out: Output) -> anyh
                 .into_inner();
             output::token(&resp, out)
         }
-        Command::Link(LinkCommand::Join { token }) => {
+        Command::Link(LinkCommand::Join {
+            token,
+            timeout,
+            no_wait,
+        }) => {
             let resp = client
                 .join_link(pb::JoinLinkRequest { token })
                 .await
                 .map_err(refused)
                 .context("link join failed")?
                 .into_inner();
-            let link = resp.link.context("the controller returned no link")?;
+            let mut link = resp.link.context("the controller returned no link")?;
+            if !no_wait {
+                link = wait::link_healthy(&mut client, &link.peer, timeout, out).await?;
+            }
             output::links(&[link], out)
         }
         Command::Unlink { peer } => {

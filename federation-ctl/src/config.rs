@@ -31,6 +31,10 @@
 //!   missed_heartbeats: 3             # a silent peer's imports go after interval × (missed + 1)
 //! token_ttl: 1h                      # default lifetime of `link token` tokens
 //! preferences: [gcp, onprem]         # import sources: these first, in order; then the rest by name
+//! dns:                               # optional: answer NAME.NS.svc.<zone> for imports (off when absent)
+//!   listen: 127.0.0.1:15053          # UDP and TCP; port 0 picks one (the `ready` event says which)
+//!   zone: clusterset.local           # the default
+//!   ttl: 5s                          # TTL of the answers (default 5s)
 //! ```
 
 mod raw;
@@ -67,6 +71,12 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_MISSED_HEARTBEATS: u32 = 3;
 /// Default peering-token lifetime.
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
+/// Default DNS zone for imported services (the MCS clusterset zone).
+pub const DEFAULT_DNS_ZONE: &str = "clusterset.local";
+/// Default DNS listener, when a `dns` section is given without `listen`.
+pub const DEFAULT_DNS_LISTEN: &str = "127.0.0.1:15053";
+/// Default TTL of DNS answers: short, since an import's listener can go with its last source.
+pub const DEFAULT_DNS_TTL: Duration = Duration::from_secs(5);
 /// The API socket's file name inside the state directory, when not configured.
 pub const DEFAULT_API_SOCKET: &str = "api.sock";
 
@@ -117,6 +127,17 @@ pub struct ControllerConfig {
     pub token_ttl: Duration,
     /// Preferred import sources, most preferred first.
     pub preferences: Vec<ClusterName>,
+    /// The DNS server for imported services; `None`: off.
+    pub dns: Option<Dns>,
+}
+
+/// DNS for imports: `NAME.NS.svc.<zone>` A/AAAA to the egress address, SRV with the port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dns {
+    pub listen: SocketAddr,
+    /// Lowercase, no leading or trailing dot, e.g. `clusterset.local`.
+    pub zone: String,
+    pub ttl: Duration,
 }
 
 /// Where local services and exports come from.

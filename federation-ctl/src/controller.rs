@@ -15,7 +15,9 @@
 //! a peer that cannot keep up loses its session (it resyncs from a snapshot when it redials).
 
 mod convert;
+mod operate;
 mod peering;
+mod report;
 mod services;
 mod session;
 
@@ -66,6 +68,10 @@ pub struct Shared {
     pub(crate) gateway_config: watch::Sender<Arc<gw::GatewayConfig>>,
     pub(crate) peering_addresses: Vec<HostPort>,
     next_session: AtomicU64,
+    /// The latest report of each gateway.
+    pub(crate) reports: report::Reports,
+    /// The bound DNS listener, when `dns` is configured.
+    pub(crate) dns: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 /// The mutable federation state.
@@ -87,6 +93,8 @@ pub(crate) struct Link {
     pub(crate) last_error: String,
     /// Set to true when the link is removed: stops its dialer and session.
     pub(crate) stop: watch::Sender<bool>,
+    /// The peer's clock minus ours at its last heartbeat.
+    pub(crate) clock_skew_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +115,8 @@ pub(crate) struct Session {
 pub struct Listening {
     pub peering: std::net::SocketAddr,
     pub api: PathBuf,
+    /// The DNS server for imports, when configured.
+    pub dns: Option<std::net::SocketAddr>,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -135,6 +145,7 @@ impl Link {
             state: LinkState::Disconnected,
             last_error: String::new(),
             stop: watch::channel(false).0,
+            clock_skew_ms: None,
         }
     }
 }
@@ -199,6 +210,8 @@ pub async fn start(
         gateway_config: watch::channel(Arc::new(gw::GatewayConfig::default())).0,
         peering_addresses,
         next_session: AtomicU64::new(1),
+        reports: report::Reports::default(),
+        dns: std::sync::OnceLock::new(),
         core: Mutex::new(core),
         changed: Notify::new(),
         registry,
@@ -210,6 +223,14 @@ pub async fn start(
     // The first config is complete before any gateway can ask for it.
     shared.publish_gateway_config();
 
+    let dns = match &shared.cfg.dns {
+        Some(cfg) => {
+            let address = operate::serve_dns(&shared, cfg).await?;
+            let _ = shared.dns.set(address);
+            Some(address)
+        }
+        None => None,
+    };
     let api_path = services::serve_api(&shared).await?;
     peering::serve(&shared, listener)?;
     for (peer, link) in shared.lock().links.iter() {
@@ -226,6 +247,7 @@ pub async fn start(
         Listening {
             peering: peering_addr,
             api: api_path,
+            dns,
         },
     ))
 }

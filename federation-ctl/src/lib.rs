@@ -16,6 +16,8 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod controller;
+pub mod diagnose;
+pub mod dns;
 pub mod gateway_config;
 pub mod identity;
 pub mod kube;

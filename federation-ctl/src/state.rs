@@ -128,6 +128,14 @@ impl StateDir {
         &self.root
     }
 
+    /// An existing state directory, for reading only: unlike [`Self::open`] it creates and
+    /// removes nothing, so a reader (`check`) never races a running controller's writes.
+    pub fn read_only(path: &Path) -> Option<Self> {
+        path.is_dir().then(|| Self {
+            root: path.to_owned(),
+        })
+    }
+
     // --- links ---
 
     /// Every saved link, by peer.

@@ -5,3 +5,4 @@ mod envoy;
 mod faults;
 mod federation;
 mod netns;
+mod operate;

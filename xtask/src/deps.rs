@@ -16,6 +16,10 @@ pub(crate) const APT_PACKAGES: &[&str] = &[
     "openssl",
     "curl",
     "ca-certificates",
+    // `dig`: the operate tests resolve imported services against the controller's DNS.
+    "dnsutils",
+    // `script` gives `link join` a terminal in the operate tests (its spinner).
+    "bsdutils",
     // libfuzzer-sys compiles libFuzzer (C++) for `cargo xtask fuzz`.
     "g++",
     // `ip netns` for the network-namespace end-to-end test.

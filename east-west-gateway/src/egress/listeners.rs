@@ -42,6 +42,11 @@ pub struct Handle {
 }
 
 impl Handle {
+    /// The remote gateways' health and probe RTT.
+    pub(crate) fn probes(&self) -> Vec<super::ProbeStatus> {
+        self.pool.load().probes()
+    }
+
     /// Runtime state for `/config_dump`.
     pub fn status(&self) -> Value {
         let mut status = self.pool.load().status();

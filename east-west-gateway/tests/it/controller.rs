@@ -166,6 +166,36 @@ fn a_controller_drives_the_gateway_which_keeps_the_last_good_config_and_survives
     assert_eq!(open(gw.ingress).1, '2');
     assert_eq!(call(egress, b"x"), b"gcp2:x");
 
+    // The gateway reports its readiness, version and what its probes measure.
+    let report = controller.report_where(|r| {
+        r.config_version == 2
+            && r.egress
+                .first()
+                .and_then(|e| e.gateways.first())
+                .is_some_and(|g| g.measured)
+    });
+    assert_eq!((report.gateway.as_str(), report.ready), ("gw-a", true));
+    assert_eq!(report.ingress, gw.ingress.to_string());
+    let probe = &report.egress[0].gateways[0];
+    assert_eq!(report.egress[0].listen, egress.to_string());
+    assert_eq!(
+        (
+            probe.address.as_str(),
+            probe.cluster.as_str(),
+            probe.healthy
+        ),
+        (b2.ingress.to_string().as_str(), "gcp", true),
+        "{report:?}"
+    );
+    assert!(
+        probe.rtt_p50_us > 0 && probe.rtt_p99_us >= probe.rtt_p50_us,
+        "{report:?}"
+    );
+    assert!(
+        probe.sni.ends_with(".gcp.v1.isthmus.internal"),
+        "{report:?}"
+    );
+
     // Invalid configs are rejected with the precise reason; the last good one stays.
     let mut invalid = config(3, third.addr, b1.ingress, &identity, &bundle);
     invalid.routes[0].endpoints[0].address = "nowhere".to_owned();

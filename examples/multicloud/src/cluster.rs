@@ -209,7 +209,7 @@ impl Cluster {
         };
         let config = rel.join("controller.yaml");
         let controller_yaml = format!(
-            "cluster: {name}\nca: {ca}\nregistry: {{ file: registry.yaml, watch_interval: 100ms }}\nstate_dir: state\npeering: {{ listen: {public}:{peering} }}\ngateways:\n  addresses: [{ingress}]\n  egress: {{ address: {host}, ports: {first}-{last} }}\nlease: {{ heartbeat_interval: {hb}ms, missed_heartbeats: {missed} }}\npreferences: [{prefs}]\n{validity}",
+            "cluster: {name}\nca: {ca}\nregistry: {{ file: registry.yaml, watch_interval: 100ms }}\nstate_dir: state\npeering: {{ listen: {public}:{peering} }}\ngateways:\n  addresses: [{ingress}]\n  egress: {{ address: {host}, ports: {first}-{last} }}\nlease: {{ heartbeat_interval: {hb}ms, missed_heartbeats: {missed} }}\npreferences: [{prefs}]\ndns: {{ listen: {host}:0 }}\n{validity}",
             ca = relative_to(ca, &rel).display(),
             peering = free_or_any(public, opts.peering_port),
             first = egress_ports.0,
@@ -249,6 +249,15 @@ impl Cluster {
             .gateway
             .wait_event("config", |e| e["result"] == "applied")?;
         Ok(cluster)
+    }
+
+    /// The controller's DNS server for imports (`NAME.NS.svc.clusterset.local`), as its
+    /// `ready` event says.
+    pub fn dns(&self) -> Option<SocketAddr> {
+        self.controller.last_event("ready")?["dns"]
+            .as_str()?
+            .parse()
+            .ok()
     }
 
     /// SIGKILLs the controller.
@@ -469,6 +478,7 @@ impl Cluster {
         controller["api"] = json!(work.join(&self.api));
         controller["peering"] = json!(self.peering.to_string());
         controller["config"] = json!(work.join(&self.config));
+        controller["dns"] = json!(self.dns().map(|a| a.to_string()));
         let mut gateway = process(&self.gateway);
         gateway["ingress"] = json!(self.ingress.to_string());
         gateway["admin"] = json!(self.admin.to_string());

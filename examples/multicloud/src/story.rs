@@ -152,7 +152,10 @@ impl Demo {
             answers == format!("gcp {CALLS}"),
             "gcp should answer every call while its gateway is up"
         );
-        self.caller_seen_by("gcp")
+        self.caller_seen_by("gcp")?;
+        self.note("where a call from aws goes, and why (RTT from aws's gateway's probes):");
+        self.cluster("aws")?.show(&["trace", ECHO])?;
+        Ok(())
     }
 
     pub(crate) fn failover(&mut self) -> anyhow::Result<()> {
@@ -240,7 +243,7 @@ impl Demo {
             lines.push((
                 format!("export ISTHMUS_CONTROLLER={}", c.api.display()),
                 format!(
-                    "{}: then federation-ctl links, services, export ...",
+                    "{}: then federation-ctl status, check, trace echo.default, links ...",
                     c.name
                 ),
             ));
@@ -249,6 +252,16 @@ impl Demo {
             lines.push((
                 format!("curl http://{listener}/"),
                 "echo.default called from aws: gcp answers".into(),
+            ));
+        }
+        if let Some(dns) = self.topo.get("aws").ok().and_then(Cluster::dns) {
+            lines.push((
+                format!(
+                    "dig @{} -p {} _http._tcp.echo.default.svc.clusterset.local SRV",
+                    dns.ip(),
+                    dns.port()
+                ),
+                "aws's DNS for imports: the listener's port".into(),
             ));
         }
         for c in &self.topo.clusters {

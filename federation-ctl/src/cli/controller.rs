@@ -77,6 +77,7 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
         "peering": listening.peering.to_string(),
         "peering_addresses": shared.peering_addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         "api": listening.api,
+        "dns": listening.dns.map(|a| a.to_string()),
         "pid": std::process::id(),
     }));
     wait_for_signal().await?;

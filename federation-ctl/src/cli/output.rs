@@ -82,7 +82,7 @@ struct Message<'a> {
     message: &'a str,
 }
 
-fn time(ms: i64) -> String {
+pub(super) fn time(ms: i64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     t.format(&time::format_description::well_known::Rfc3339)
@@ -97,7 +97,7 @@ fn ago(ms: i64) -> String {
     format!("{}s ago", secs)
 }
 
-fn emit<T: Serialize>(
+pub(super) fn emit<T: Serialize>(
     value: &T,
     out: Output,
     table: impl FnOnce() -> String,
@@ -112,7 +112,7 @@ fn emit<T: Serialize>(
 }
 
 /// Left-aligned columns, two spaces apart.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(super) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -177,15 +177,7 @@ pub(super) fn links(links: &[pb::Link], out: Output) -> anyhow::Result<()> {
                     l.trust_domain.clone(),
                     l.role.clone(),
                     l.exports_to_peer.to_string(),
-                    format!(
-                        "{}{}",
-                        l.imports_from_peer,
-                        if l.lease_live || l.imports_from_peer == 0 {
-                            ""
-                        } else {
-                            " (lease expired)"
-                        }
-                    ),
+                    imports_cell(l),
                     l.gateway_addresses.join(","),
                 ]
             })
@@ -204,6 +196,16 @@ pub(super) fn links(links: &[pb::Link], out: Output) -> anyhow::Result<()> {
             &rows,
         )
     })
+}
+
+/// A link's import count, marked when the lease that keeps them lapsed.
+pub(super) fn imports_cell(l: &pb::Link) -> String {
+    let expired = !l.lease_live && l.imports_from_peer > 0;
+    format!(
+        "{}{}",
+        l.imports_from_peer,
+        if expired { " (lease expired)" } else { "" }
+    )
 }
 
 pub(super) fn unlinked(peer: &str, resp: &pb::UnlinkResponse, out: Output) -> anyhow::Result<()> {

@@ -23,6 +23,16 @@ pub(crate) struct RawConfig {
     pub(crate) token_ttl: Option<String>,
     #[serde(default)]
     pub(crate) preferences: Vec<String>,
+    pub(crate) dns: Option<RawDns>,
+}
+
+/// DNS for imported services; absent: no DNS server.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDns {
+    pub(crate) listen: Option<String>,
+    pub(crate) zone: Option<String>,
+    pub(crate) ttl: Option<String>,
 }
 
 /// One key per registry kind; only `file` exists today (the Kubernetes registry adds its own).

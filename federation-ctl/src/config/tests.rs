@@ -355,3 +355,38 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn dns_is_off_by_default_and_validated_when_given() {
+    assert_eq!(at(MINIMAL).expect("minimal").dns, None);
+    let dns = at(&with("dns", "{}")).expect("defaults").dns.expect("on");
+    assert_eq!(
+        (dns.listen.to_string(), dns.zone.as_str(), dns.ttl),
+        (
+            "127.0.0.1:15053".to_owned(),
+            "clusterset.local",
+            DEFAULT_DNS_TTL
+        )
+    );
+    let dns = at(&with(
+        "dns",
+        "{ listen: '127.0.0.9:0', zone: Mesh.Example., ttl: 30s }",
+    ))
+    .expect("custom")
+    .dns
+    .expect("on");
+    assert_eq!(
+        (dns.listen.port(), dns.zone.as_str(), dns.ttl.as_secs()),
+        (0, "mesh.example", 30)
+    );
+    assert_error(
+        &with("dns", "{ listen: 'localhost:53' }"),
+        &["dns.listen", "is not IP:PORT", "127.0.0.1:15053"],
+    );
+    assert_error(
+        &with("dns", "{ zone: 'bad_zone.local' }"),
+        &["dns.zone", "not a DNS zone name", "clusterset.local"],
+    );
+    assert_error(&with("dns", "{ ttl: 0s }"), &["dns.ttl", "zero"]);
+    assert_error(&with("dns", "{ port: 53 }"), &["unknown field `port`"]);
+}

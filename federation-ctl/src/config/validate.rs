@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use trust_bundle::TrustDomain;
 
-use super::raw::{RawConfig, RawEgress, RawGateways, RawRegistry};
+use super::raw::{RawConfig, RawDns, RawEgress, RawGateways, RawRegistry};
 use super::{
-    Api, ConfigError, ControllerConfig, DEFAULT_API_SOCKET, DEFAULT_EGRESS_ADDRESS,
-    DEFAULT_EGRESS_PORTS, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_IDENTITY_VALIDITY,
-    DEFAULT_MISSED_HEARTBEATS, DEFAULT_PEERING_LISTEN, DEFAULT_TOKEN_TTL, DEFAULT_WATCH_INTERVAL,
-    Egress, Gateways, HostPort, LeaseConfig, MIN_IDENTITY_VALIDITY, Peering, PortRange,
-    RegistryConfig,
+    Api, ConfigError, ControllerConfig, DEFAULT_API_SOCKET, DEFAULT_DNS_LISTEN, DEFAULT_DNS_TTL,
+    DEFAULT_DNS_ZONE, DEFAULT_EGRESS_ADDRESS, DEFAULT_EGRESS_PORTS, DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_IDENTITY_VALIDITY, DEFAULT_MISSED_HEARTBEATS, DEFAULT_PEERING_LISTEN,
+    DEFAULT_TOKEN_TTL, DEFAULT_WATCH_INTERVAL, Dns, Egress, Gateways, HostPort, LeaseConfig,
+    MIN_IDENTITY_VALIDITY, Peering, PortRange, RegistryConfig,
 };
 use crate::model::ClusterName;
 
@@ -176,6 +176,8 @@ pub(super) fn validate(raw: RawConfig, file: &Path) -> Result<ControllerConfig, 
         preferences.push(name);
     }
 
+    let dns = raw.dns.map(|d| cx.dns(d)).transpose()?;
+
     Ok(ControllerConfig {
         source: file.to_owned(),
         cluster,
@@ -191,6 +193,7 @@ pub(super) fn validate(raw: RawConfig, file: &Path) -> Result<ControllerConfig, 
         lease,
         token_ttl,
         preferences,
+        dns,
     })
 }
 
@@ -321,5 +324,38 @@ impl Cx<'_> {
             }
         };
         Ok(Egress { address, ports })
+    }
+
+    fn dns(&self, raw: RawDns) -> Result<Dns, ConfigError> {
+        let listen_text = raw.listen.as_deref().unwrap_or(DEFAULT_DNS_LISTEN);
+        let listen = listen_text.parse::<SocketAddr>().map_err(|_| {
+            self.invalid(
+                "dns.listen",
+                format!("{listen_text:?} is not IP:PORT"),
+                "write e.g. 127.0.0.1:15053 (port 0 picks a free port)",
+            )
+        })?;
+        let zone = raw
+            .zone
+            .as_deref()
+            .unwrap_or(DEFAULT_DNS_ZONE)
+            .trim_matches('.')
+            .to_ascii_lowercase();
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        if zone.is_empty() || zone.len() > 200 || !zone.split('.').all(label_ok) {
+            return Err(self.invalid(
+                "dns.zone",
+                format!("{zone:?} is not a DNS zone name"),
+                "use dot-separated DNS labels, e.g. clusterset.local",
+            ));
+        }
+        let ttl = self.duration("dns.ttl", raw.ttl.as_deref(), DEFAULT_DNS_TTL)?;
+        Ok(Dns { listen, zone, ttl })
     }
 }

@@ -80,6 +80,20 @@ impl GatewayDiscovery for DiscoveryService {
             .map(|c| Ok((*c).clone()));
         Ok(Response::new(Box::pin(stream)))
     }
+
+    async fn report(
+        &self,
+        request: Request<gw::GatewayReport>,
+    ) -> Result<Response<gw::ReportAck>, Status> {
+        let report = request.into_inner();
+        if report.gateway.is_empty() || report.gateway.len() > 253 {
+            return Err(Status::invalid_argument(
+                "a report needs the gateway's name (1 to 253 bytes), as given to Watch",
+            ));
+        }
+        self.shared.reports.record(report, now_ms());
+        Ok(Response::new(gw::ReportAck {}))
+    }
 }
 
 // === Control ===
@@ -325,6 +339,43 @@ impl Control for ControlService {
             conflicts,
         }))
     }
+
+    async fn get_status(
+        &self,
+        _request: Request<pb::GetStatusRequest>,
+    ) -> Result<Response<pb::GetStatusResponse>, Status> {
+        let peers: Vec<ClusterName> = self.shared.lock().links.keys().cloned().collect();
+        let links = peers.iter().filter_map(|p| self.link_view(p)).collect();
+        Ok(Response::new(self.shared.status(links)))
+    }
+
+    async fn check(
+        &self,
+        _request: Request<pb::CheckRequest>,
+    ) -> Result<Response<pb::CheckResponse>, Status> {
+        let findings = self.shared.check().await;
+        Ok(Response::new(pb::CheckResponse {
+            findings: findings.iter().map(|f| f.to_pb()).collect(),
+        }))
+    }
+
+    async fn trust_status(
+        &self,
+        _request: Request<pb::TrustStatusRequest>,
+    ) -> Result<Response<pb::TrustStatusResponse>, Status> {
+        Ok(Response::new(self.shared.trust_status()))
+    }
+
+    async fn trace(
+        &self,
+        request: Request<pb::TraceRequest>,
+    ) -> Result<Response<pb::TraceResponse>, Status> {
+        let key = service_arg(&request.into_inner().service)?;
+        self.shared
+            .trace(&key)
+            .map(Response::new)
+            .map_err(Status::not_found)
+    }
 }
 
 impl ControlService {
@@ -362,6 +413,7 @@ impl ControlService {
                 .map(|a| a.to_string())
                 .collect(),
             last_error: link.last_error.clone(),
+            clock_skew_ms: link.clock_skew_ms.unwrap_or(0),
         })
     }
 }

@@ -175,7 +175,10 @@ fn handle(
             }
             touch(shared, peer, now);
         }
-        Kind::Heartbeat(_) => touch(shared, peer, now),
+        Kind::Heartbeat(hb) => {
+            touch(shared, peer, now);
+            super::report::heartbeat(shared, peer, hb.sent_at_ms, now);
+        }
         Kind::Snapshot(s) => {
             let update =
                 convert::snapshot_from_pb(s).map_err(|e| SessionEnd::Protocol(e.to_string()))?;

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::mpsc;
 
 use east_west_gateway::api::gateway_discovery_server::{GatewayDiscovery, GatewayDiscoveryServer};
-use east_west_gateway::api::{GatewayConfig, WatchRequest};
+use east_west_gateway::api::{GatewayConfig, GatewayReport, ReportAck, WatchRequest};
 use tokio::sync::watch;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
@@ -23,9 +23,11 @@ pub(crate) struct Controller {
     configs: watch::Sender<Option<GatewayConfig>>,
     stop: watch::Sender<bool>,
     requests: mpsc::Receiver<WatchRequest>,
+    reports: watch::Receiver<Option<GatewayReport>>,
 }
 
 struct Service {
+    reports: watch::Sender<Option<GatewayReport>>,
     configs: watch::Receiver<Option<GatewayConfig>>,
     stop: watch::Receiver<bool>,
     requests: mpsc::Sender<WatchRequest>,
@@ -37,11 +39,13 @@ impl Controller {
         let (configs, configs_rx) = watch::channel(None);
         let (stop, stop_rx) = watch::channel(false);
         let (requests_tx, requests) = mpsc::channel();
+        let (reports_tx, reports) = watch::channel(None);
         let listener = {
             let _guard = rt().enter();
             tokio::net::UnixListener::bind(socket).expect("bind controller socket")
         };
         let service = Service {
+            reports: reports_tx,
             configs: configs_rx,
             stop: stop_rx.clone(),
             requests: requests_tx,
@@ -63,7 +67,26 @@ impl Controller {
             configs,
             stop,
             requests,
+            reports,
         }
+    }
+
+    /// The first report (the latest one received, then each new one) that satisfies `done`.
+    pub(crate) fn report_where(&self, done: impl Fn(&GatewayReport) -> bool) -> GatewayReport {
+        let mut reports = self.reports.clone();
+        let found = rt().block_on(async move {
+            let wait = reports.wait_for(|r| r.as_ref().is_some_and(&done));
+            match tokio::time::timeout(PATIENCE, wait).await {
+                Ok(Ok(report)) => report.clone(),
+                _ => None,
+            }
+        });
+        found.unwrap_or_else(|| {
+            panic!(
+                "no matching report from the gateway within {PATIENCE:?}; last: {:?}",
+                self.reports.borrow()
+            )
+        })
     }
 
     /// Sends `config` on every stream, now and to gateways that connect later.
@@ -118,5 +141,10 @@ impl GatewayDiscovery for Service {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn report(&self, request: Request<GatewayReport>) -> Result<Response<ReportAck>, Status> {
+        self.reports.send_replace(Some(request.into_inner()));
+        Ok(Response::new(ReportAck {}))
     }
 }
