@@ -87,7 +87,7 @@ impl Applier {
 
     /// Stages and commits `config`; `inline` is the controller's TLS material, for a config
     /// whose `tls` says it comes from the controller. Connections already open keep what they
-    /// started with.
+    /// started with (terminated peers are re-verified against a new bundle map).
     pub(crate) async fn apply(
         &mut self,
         config: Config,
@@ -135,6 +135,10 @@ impl Applier {
             self.count_tls("applied");
         }
         self.shared.store(snapshot);
+        // After the routes: a woken connection checks its peer against this config, not the last.
+        if let Some(material) = self.shared.tls() {
+            material.announce();
+        }
         let egress = self.egress.commit(plan, &self.shared, drain_timeout).await;
         Ok(Applied { generation, egress })
     }

@@ -91,6 +91,9 @@ pub enum Outcome {
     Drained,
     /// The mTLS handshake failed or the peer was not authorized.
     TlsRefused,
+    /// A terminated peer's chain stopped verifying against a new bundle map (its trust domain
+    /// was removed, e.g. by `unlink`), so the connection was closed.
+    Revoked,
 }
 
 impl Outcome {
@@ -112,6 +115,7 @@ impl Outcome {
             Self::Reset => "reset",
             Self::Drained => "drained",
             Self::TlsRefused => "tls_refused",
+            Self::Revoked => "revoked",
         }
     }
 }

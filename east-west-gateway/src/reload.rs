@@ -2,7 +2,8 @@
 //! files it names (certificate chain, key, trust bundle) change, parse and validate everything
 //! and hand it to [`Applier`]: new certificate and bundle into the shared TLS handles, a new
 //! routing snapshot, egress listeners reconciled. New connections use the new routes, trust and
-//! egress settings; open connections keep what they started with. An invalid file (config,
+//! egress settings; open connections keep what they started with, except terminated ones whose
+//! peer the new config no longer trusts or authorizes, which are closed (`proxy::terminate`). An invalid file (config,
 //! certificate, key or bundle) is logged, counted and reported on stdout, and everything in
 //! force stays.
 //!

@@ -17,6 +17,7 @@ use rustls::{CertificateError, OtherError};
 use rustls_pki_types::CertificateDer;
 use trust_bundle::cert::ParsedCert;
 use trust_bundle::tls::{Authorizer, IdentityHandle, NotAuthorized, TrustHandle};
+pub(crate) use trust_bundle::verify::Usage;
 use trust_bundle::{PeerIdentity, TrustDomain, VerifyError};
 
 use self::source::Loaded;
@@ -58,6 +59,8 @@ pub struct Material {
     trust: TrustHandle,
     /// Our own certificate, for logs, the config dump and the expiry gauge.
     own: Arc<arc_swap::ArcSwap<Own>>,
+    /// Bumped after each config is in force, so open connections re-check their peer.
+    revision: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// Why a handshake failed: the bounded `reason` label of `tls_handshake_failures_total`.
@@ -180,6 +183,7 @@ impl Material {
             identity,
             trust: TrustHandle::new(loaded.store),
             own: Arc::new(arc_swap::ArcSwap::from_pointee(loaded.own)),
+            revision: Arc::new(tokio::sync::watch::Sender::new(0)),
         })
     }
 
@@ -192,6 +196,32 @@ impl Material {
         self.trust.store(loaded.store);
         self.own.store(Arc::new(loaded.own));
         Ok(())
+    }
+
+    /// Tells open connections that a config is in force (call after the routes are stored), so
+    /// they check their peer again.
+    pub(crate) fn announce(&self) {
+        self.revision.send_modify(|r| *r += 1);
+    }
+
+    /// Changes at every [`Self::announce`].
+    pub(crate) fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.revision.subscribe()
+    }
+
+    /// Whether a peer chain verified at handshake still verifies against the bundle map in
+    /// force: a trust domain removed (an unlinked peer) or a root rotated out ends its
+    /// connections. Session resumption cannot skip this check: our server configs issue no
+    /// tickets and keep no session cache, so every connection is a full handshake.
+    pub(crate) fn still_trusted(
+        &self,
+        chain: &[CertificateDer<'_>],
+        usage: Usage,
+    ) -> Result<PeerIdentity, String> {
+        self.trust
+            .load()
+            .verify(chain, rustls_pki_types::UnixTime::now(), usage)
+            .map_err(|e| e.to_string())
     }
 
     /// Our own certificate in force.
@@ -237,8 +267,33 @@ impl Material {
     }
 }
 
+/// The peer's certificates from a finished handshake, owned, to verify again later.
+pub(crate) fn owned_chain(certs: Option<&[CertificateDer<'_>]>) -> Vec<CertificateDer<'static>> {
+    certs
+        .unwrap_or(&[])
+        .iter()
+        .map(|c| c.clone().into_owned())
+        .collect()
+}
+
+/// Resolves at the first config announcement after which `check` fails: its reason. Never
+/// resolves once the material is gone (the gateway is exiting; connections end with it).
+pub(crate) async fn revoked(
+    changes: &mut tokio::sync::watch::Receiver<u64>,
+    mut check: impl FnMut() -> Result<(), String>,
+) -> String {
+    loop {
+        if changes.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        if let Err(reason) = check() {
+            return reason;
+        }
+    }
+}
+
 /// Any-of: a trust domain, a cluster (issuing intermediate's `L=`) or an exact SPIFFE ID.
-fn authorizer(auth: &config::Authorization) -> Authorizer {
+pub(crate) fn authorizer(auth: &config::Authorization) -> Authorizer {
     let auth = auth.clone();
     Authorizer::from_fn(move |peer: &PeerIdentity| {
         let td = peer.spiffe_id.trust_domain_str();

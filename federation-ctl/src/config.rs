@@ -10,7 +10,7 @@
 //! trust_bundle: ./pki/bundle.json    # SPIFFE bundle or PEM of our trust domain's roots (keep the
 //!                                    # old and new roots here during a rotation); default: the
 //!                                    # root in the CA dir
-//! identity_validity: 24h             # leaves for the controller and gateways; renewed at half-life
+//! identity_validity: 24h             # leaves for the controller and gateways; renewed at half-life (min 10s)
 //! registry:                          # required; one kind
 //!   file: ./registry.yaml            # services and exports (see `registry`)
 //!   watch_interval: 500ms            # poll for edits (default 1s)
@@ -54,6 +54,8 @@ use crate::model::{ClusterName, Lease};
 pub const DEFAULT_PEERING_LISTEN: &str = "0.0.0.0:15050";
 /// Default validity of the leaves issued to the controller and its gateways.
 pub const DEFAULT_IDENTITY_VALIDITY: Duration = Duration::from_secs(24 * 3600);
+/// The shortest `identity_validity`: renewal at half-life must have time to reach the gateways.
+pub const MIN_IDENTITY_VALIDITY: Duration = Duration::from_secs(10);
 /// Default registry file poll interval.
 pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(1);
 /// Default address of the gateway's egress listeners.

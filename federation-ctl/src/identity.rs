@@ -24,7 +24,8 @@ pub const CA_KEY: &str = "key.pem";
 pub const CA_CHAIN: &str = "chain.pem";
 pub const CA_ROOT: &str = "root.pem";
 
-/// The shortest leaf the CA will issue; a CA with less time left must be renewed first.
+/// The shortest leaf the CA will issue (unless a shorter one is asked for); a CA with less time
+/// left must be renewed first.
 const MIN_LEAF_VALIDITY: Duration = Duration::from_secs(60);
 
 /// Why the CA could not be loaded or an identity issued.
@@ -359,8 +360,9 @@ impl ClusterCa {
         let ca_left = u64::try_from(self.authority.parsed().not_after)
             .unwrap_or(0)
             .saturating_sub(now_secs);
+        let asked = validity;
         let validity = Duration::from_secs(validity.as_secs().min(ca_left));
-        if validity < MIN_LEAF_VALIDITY {
+        if validity < MIN_LEAF_VALIDITY.min(asked) {
             return Err(IdentityError::CaDir {
                 dir: self.dir.clone(),
                 problem: format!(

@@ -10,6 +10,7 @@
 //!   peering-port.json     the peering port picked for `listen: …:0`, rebound after a restart
 //!   trust.json            TrustRecord: our bundle as last sent to peers and its sequence
 //!   api.sock              the local API socket (default place; mode 0600)
+//!   lock                  flock(2)ed by the running controller; holds its pid
 //! ```
 //!
 //! Every file is JSON, mode 0600, replaced atomically: written to a temporary file in the same
@@ -21,6 +22,7 @@
 //! Calls block on `fsync`; from async code run them where blocking is acceptable (the files are
 //! small) or on `spawn_blocking`.
 
+mod lock;
 mod records;
 
 use std::collections::BTreeMap;
@@ -32,6 +34,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use lock::{LOCK_FILE, LockError, StateLock};
 pub use records::{
     CliExport, EgressEntry, EgressFull, EgressPorts, ExportsRecord, ImportsRecord, LinkRecord,
     LinkRole, TrustRecord,
@@ -82,27 +85,11 @@ pub struct StateDir {
 impl StateDir {
     /// Opens (creating with mode 0700) the state directory and removes stale temporary files.
     pub fn open(path: &Path) -> Result<Self, StateError> {
-        if !path.exists() {
-            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                fs::create_dir_all(parent).map_err(|source| StateError::Io {
-                    action: "create",
-                    path: parent.to_owned(),
-                    source,
-                })?;
-            }
-            DirBuilder::new()
-                .mode(0o700)
-                .create(path)
-                .or_else(|e| match e.kind() {
-                    io::ErrorKind::AlreadyExists => Ok(()),
-                    _ => Err(e),
-                })
-                .map_err(|source| StateError::Io {
-                    action: "create",
-                    path: path.to_owned(),
-                    source,
-                })?;
-        }
+        create_dir(path).map_err(|(path, source)| StateError::Io {
+            action: "create",
+            path,
+            source,
+        })?;
         let meta = fs::metadata(path).map_err(|source| StateError::Io {
             action: "inspect",
             path: path.to_owned(),
@@ -420,6 +407,24 @@ pub(crate) fn commit(tmp: &Path, path: &Path) -> Result<(), StateError> {
         }
     })?;
     sync_dir(path)
+}
+
+/// Creates the state directory (mode 0700) and its parents if missing; which one failed.
+pub(crate) fn create_dir(path: &Path) -> Result<(), (PathBuf, io::Error)> {
+    if path.exists() {
+        return Ok(());
+    }
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(|e| (parent.to_owned(), e))?;
+    }
+    DirBuilder::new()
+        .mode(0o700)
+        .create(path)
+        .or_else(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists => Ok(()),
+            _ => Err(e),
+        })
+        .map_err(|e| (path.to_owned(), e))
 }
 
 fn sync_dir(path: &Path) -> Result<(), StateError> {

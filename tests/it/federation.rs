@@ -218,12 +218,7 @@ fn tokens_are_single_use_tamper_evident_and_expire() -> Result {
 fn clusters_with_different_roots_link_by_bundle_exchange_and_call_both_ways() -> Result {
     let work = tempfile::tempdir().expect("tempdir");
     let mut topo = Topology::new(Shell::new(work.path())?);
-    let root_a = topo.root("root-a", "aws.example")?;
-    let root_b = topo.root("root-b", "onprem.example")?;
-    let ca_a = topo.intermediate(&root_a, "aws")?;
-    let ca_b = topo.intermediate(&root_b, "onprem")?;
-    topo.start("aws", &ca_a, &Options::default())?;
-    topo.start("onprem", &ca_b, &Options::default())?;
+    topo.start_with_own_roots(&[("aws", "aws.example"), ("onprem", "onprem.example")])?;
     let [a, b] = &topo.clusters[..] else {
         unreachable!()
     };

@@ -29,6 +29,9 @@ pub const DEFAULT_INTERMEDIATE_VALIDITY: Duration = Duration::from_secs(30 * 24 
 pub const DEFAULT_LEAF_VALIDITY: Duration = Duration::from_secs(24 * 3600);
 /// How far `not_before` is backdated, so peers with a slightly slow clock accept new certificates.
 const BACKDATE: Duration = Duration::from_secs(300);
+/// The shortest certificate issued: short enough for renewal drills (a controller's
+/// `identity_validity`), long enough to be used before it expires.
+const MIN_VALIDITY: Duration = Duration::from_secs(10);
 
 /// Why a certificate could not be issued or an authority loaded.
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +80,7 @@ pub enum Error {
     DnsName(String),
     #[error("invalid cluster name {0:?}: use 1-63 lowercase letters, digits and '-'")]
     ClusterName(String),
-    #[error("validity must be at least one minute")]
+    #[error("validity must be at least ten seconds")]
     ValidityTooShort,
     #[error("the private key PEM is not a PKCS#8 key this tool supports: {0}")]
     Key(String),
@@ -482,7 +485,7 @@ fn window(
     validity: Duration,
     issuer: Option<&ParsedCert>,
 ) -> Result<(OffsetDateTime, OffsetDateTime), Error> {
-    if validity < Duration::from_secs(60) {
+    if validity < MIN_VALIDITY {
         return Err(Error::ValidityTooShort);
     }
     // Certificates carry whole seconds; comparing with sub-second precision would make a

@@ -28,6 +28,8 @@ pub(crate) const APT_PACKAGES: &[&str] = &[
     "haproxy",
     "nginx-light",
     "libnginx-mod-stream",
+    // libfaketime (LD_PRELOAD) for the clock-skew scenario in tests/it/faults.rs.
+    "faketime",
 ];
 
 /// Commands the tests run, with the Debian package that provides each when it is missing.

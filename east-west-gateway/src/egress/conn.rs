@@ -107,8 +107,29 @@ pub(super) async fn handle(
     let limits = splice::Limits::of(&config.upstream);
     record.outcome = match upstream {
         Upstream::Tls(tls) => {
+            let chain = tls::owned_chain(tls.get_ref().1.peer_certificates());
             let (client, remote) = (client.split(), tokio::io::split(*tls));
-            splice::pump(client, remote, up, down, limits, &mut drain).await
+            let pump = splice::pump(client, remote, up, down, limits, &mut drain);
+            match shared.tls() {
+                None => pump.await,
+                // A remote gateway whose trust domain left our bundle map (an unlinked peer)
+                // gets no more bytes, as its own connections into us get none.
+                Some(material) => {
+                    let mut changes = material.changes();
+                    let check = || material.still_trusted(&chain, tls::Usage::Server).map(drop);
+                    tokio::select! {
+                        outcome = pump => outcome,
+                        reason = tls::revoked(&mut changes, check) => {
+                            tracing::info!(
+                                peer_spiffe_id = record.peer_id.as_deref(),
+                                %reason,
+                                "closing a connection to a gateway no longer trusted"
+                            );
+                            Outcome::Revoked
+                        }
+                    }
+                }
+            }
         }
         Upstream::Plain(mut tcp, hello) => {
             if tcp.write_all(&hello).await.is_err() {

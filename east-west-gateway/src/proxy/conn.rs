@@ -28,7 +28,7 @@ pub(super) struct Record {
     start: Instant,
     src: SocketAddr,
     pub(super) dst: Option<SocketAddr>,
-    sni: Option<String>,
+    pub(super) sni: Option<String>,
     version: Option<sni::TlsVersion>,
     route: Option<Arc<RouteState>>,
     pub(super) outcome: Outcome,
@@ -111,8 +111,8 @@ pub(super) async fn handle(
                     hello_bytes,
                     &route,
                     server_tls,
+                    &shared,
                     config,
-                    &shared.metrics,
                     &mut record,
                     &mut drain,
                 )

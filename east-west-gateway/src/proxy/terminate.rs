@@ -3,22 +3,28 @@
 //! for the route inside the handshake, so a refused peer gets a TLS alert and never a route;
 //! then connect to an endpoint and copy plaintext ([`splice::pump`]; rustls needs the bytes, so
 //! this path never uses splice(2)).
+//!
+//! The peer is checked again after every config change: a connection whose peer no longer
+//! verifies (its trust domain was removed by `unlink`, its root rotated out) or is no longer
+//! authorized by the route serving its SNI (unlinked under a shared root, unexported) is closed
+//! with outcome `revoked`, instead of living on with a trust that was withdrawn.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::conn::Record;
 use super::splice::{self, Tally};
-use super::{Outcome, RouteState, passthrough};
+use super::{Outcome, RouteState, Shared, passthrough};
 use crate::config;
 use crate::drain;
 use crate::metrics::{Metrics, TlsFailureLabel};
-use crate::tls::{FailureReason, Peer};
+use crate::tls::{self, FailureReason, Peer};
 
 #[allow(clippy::too_many_arguments)] // the connection, its route and the gateway-wide context
 pub(super) async fn forward(
@@ -26,11 +32,12 @@ pub(super) async fn forward(
     hello: Vec<u8>,
     route: &RouteState,
     server_config: Arc<rustls::ServerConfig>,
+    shared: &Shared,
     config: &config::Config,
-    metrics: &Metrics,
     record: &mut Record,
     drain: &mut drain::Watch,
 ) -> Outcome {
+    let metrics = &shared.metrics;
     let acceptor = tokio_rustls::TlsAcceptor::from(server_config);
     let handshake = acceptor.accept(Prefixed {
         prefix: hello,
@@ -40,9 +47,24 @@ pub(super) async fn forward(
     // The ClientHello already arrived; the rest of the handshake gets the same allowance.
     let (reason, text) = match tokio::time::timeout(config.ingress.hello_timeout, handshake).await {
         Ok(Ok(tls)) => {
-            let peer = Peer::from_certs(tls.get_ref().1.peer_certificates().unwrap_or(&[]));
-            record.peer = Some(peer);
-            return proxy(tls, route, config, metrics, record, drain).await;
+            let chain = tls::owned_chain(tls.get_ref().1.peer_certificates());
+            record.peer = Some(Peer::from_certs(&chain));
+            let sni = record.sni.clone().unwrap_or_default();
+            let Some(mut changes) = shared.tls().map(|m| m.changes()) else {
+                // A terminate route exists only with material; nothing to re-check against.
+                return proxy(tls, route, config, metrics, record, drain).await;
+            };
+            tokio::select! {
+                outcome = proxy(tls, route, config, metrics, record, drain) => return outcome,
+                reason = tls::revoked(&mut changes, || still_allowed(shared, &sni, &chain)) => {
+                    tracing::info!(
+                        peer_spiffe_id = record.peer.as_ref().and_then(|p| p.spiffe_id.as_deref()),
+                        %reason,
+                        "closing a connection whose peer is no longer trusted"
+                    );
+                    return Outcome::Revoked;
+                }
+            }
         }
         Ok(Err(error)) => (
             FailureReason::of(&error),
@@ -57,6 +79,22 @@ pub(super) async fn forward(
     tracing::debug!(reason = reason.as_str(), error = %text, "peer refused");
     record.tls_error = Some(text);
     Outcome::TlsRefused
+}
+
+/// Whether the peer verified at handshake would be let in now: its chain verifies against the
+/// bundle map in force, and the route now serving `sni` is a terminate route authorizing it (a
+/// peer unlinked under a shared root keeps a valid chain but loses its routes).
+fn still_allowed(shared: &Shared, sni: &str, chain: &[CertificateDer<'_>]) -> Result<(), String> {
+    let Some(material) = shared.tls() else {
+        return Ok(());
+    };
+    let peer = material.still_trusted(chain, tls::Usage::Client)?;
+    let snapshot = shared.load();
+    match snapshot.table.lookup(sni).map(|(route, _)| &route.mode) {
+        Some(config::Mode::Terminate(auth)) => tls::authorizer(auth).check(&peer),
+        Some(config::Mode::Passthrough) => Err(format!("{sni} is now a passthrough route")),
+        None => Err(format!("no route serves {sni} any more")),
+    }
 }
 
 async fn proxy<S>(

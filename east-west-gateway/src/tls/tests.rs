@@ -159,3 +159,37 @@ fn controller_material_is_staged_from_memory_and_errors_never_quote_the_key() {
     };
     assert!(error_of(&bad_bundle).starts_with("bundle_map_json (from the controller): "));
 }
+
+#[tokio::test]
+async fn a_peer_stops_being_trusted_when_its_trust_domain_leaves_the_bundle_map() {
+    let (ours, theirs) = (root("gcp.example"), root("aws.example"));
+    let gw = leaf(&intermediate(&ours, "gcp", None), "spiffe://gcp.example/gw");
+    let peer = leaf(
+        &intermediate(&theirs, "aws", None),
+        "spiffe://aws.example/gw",
+    );
+    let both = bundle_map(&[("gcp.example", &ours), ("aws.example", &theirs)]).to_json();
+    let only_ours = bundle_map(&[("gcp.example", &ours)]).to_json();
+    let material =
+        Material::new(Material::stage(Source::Memory(&inline(&gw, &both))).expect("stage"))
+            .expect("material");
+    let mut changes = material.changes();
+    assert!(material.still_trusted(&peer.chain, Usage::Client).is_ok());
+
+    // The same map again (a config that changed something else): a change, still trusted.
+    let same = Material::stage(Source::Memory(&inline(&gw, &both))).expect("stage");
+    material.install(same).expect("install");
+    material.announce();
+    assert!(changes.has_changed().expect("open"));
+    changes.mark_unchanged();
+    assert!(material.still_trusted(&peer.chain, Usage::Client).is_ok());
+
+    let removed = Material::stage(Source::Memory(&inline(&gw, &only_ours))).expect("stage");
+    material.install(removed).expect("install");
+    material.announce();
+    assert!(changes.has_changed().expect("open"));
+    let reason = material
+        .still_trusted(&peer.chain, Usage::Client)
+        .expect_err("no longer trusted");
+    assert!(reason.contains("aws.example"), "{reason}");
+}

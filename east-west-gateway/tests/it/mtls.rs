@@ -166,29 +166,76 @@ fn a_host_name_gateway_address_is_resolved() {
     assert_eq!(gateway["dns_stale"], false, "{gateway}");
 }
 
-#[test]
-fn a_reloaded_bundle_refuses_new_connections_and_keeps_open_ones() {
+/// Gateway A (aws, egress `reviews`) and gateway B (gcp, a terminate route to an endpoint
+/// answering `gcp:<payload>`), each config with its `extra` (e.g. a reload interval).
+struct Pair {
+    pki: Pki,
+    a_files: Files,
+    b_files: Files,
+    a: Gateway,
+    b: Gateway,
+    _echo: EchoBackend,
+}
+
+fn pair(a_extra: &str, b_extra: &str) -> Pair {
     let pki = Pki::new();
     let echo = EchoBackend::start("gcp:");
     let b_files = pki.gateway("b", &pki.gcp, "gcp.example");
-    let b = Gateway::start(&gateway_b(
-        &b_files,
-        echo.addr,
-        "reload: { watch_interval: 50ms }\n",
-    ));
+    let b = Gateway::start(&gateway_b(&b_files, echo.addr, b_extra));
+    let a_files = pki.gateway("a", &pki.aws, "aws.example");
     let gateways = format!("{{ address: '{}' }}", b.ingress);
-    let a = Gateway::start(&gateway_a(
-        &pki.gateway("a", &pki.aws, "aws.example"),
-        &gateways,
-        "",
-    ));
+    let a = Gateway::start(&gateway_a(&a_files, &gateways, a_extra));
+    Pair {
+        pki,
+        a_files,
+        b_files,
+        a,
+        b,
+        _echo: echo,
+    }
+}
 
+/// A connection through both gateways that has carried one exchange and stays open.
+fn open_through(a: &Gateway) -> TcpStream {
     let mut open = TcpStream::connect(a.egress("reviews")).expect("connect");
     open.set_read_timeout(Some(PATIENCE)).expect("timeout");
     open.write_all(b"before").expect("write");
     let mut answer = [0u8; 10];
     open.read_exact(&mut answer).expect("echo");
     assert_eq!(&answer, b"gcp:before");
+    open
+}
+
+/// Waits (bounded) for `open` to be closed by the other side.
+fn assert_closed(mut open: TcpStream) {
+    let mut rest = [0u8; 16];
+    let read = open.read(&mut rest);
+    assert!(matches!(read, Ok(0) | Err(_)), "closed: {read:?}");
+}
+
+#[test]
+fn an_egress_connection_ends_when_its_remote_gateway_leaves_the_bundle_map() {
+    // Bound whole: gateway B and the endpoint live as long as the test.
+    let p = pair("reload: { watch_interval: 50ms }\n", "");
+    let (pki, a_files, a) = (&p.pki, &p.a_files, &p.a);
+    let open = open_through(a);
+
+    // A stops trusting gcp.example: its open connection to B's gateway ends there.
+    let aws_only = bundle_map(&[("aws.example", &pki.aws_root)]);
+    write_atomically(&a_files.bundle, &aws_only.to_json());
+    a.wait_event("reload", |e| e["result"] == "applied");
+    assert_closed(open);
+    a.wait_metric(
+        "federation_gateway_egress_connections_closed_total{egress=\"reviews\",outcome=\"revoked\"}",
+        1.0,
+    );
+}
+
+#[test]
+fn a_reloaded_bundle_refuses_new_connections_and_closes_open_ones_it_no_longer_trusts() {
+    let p = pair("", "reload: { watch_interval: 50ms }\n");
+    let (pki, b_files, a, b) = (&p.pki, &p.b_files, &p.a, &p.b);
+    let open = open_through(a);
 
     // B stops trusting aws.example.
     let gcp_only = bundle_map(&[("gcp.example", &pki.gcp_root)]);
@@ -198,11 +245,10 @@ fn a_reloaded_bundle_refuses_new_connections_and_keeps_open_ones() {
     assert!(!answer.starts_with(b"gcp:"), "{answer:?}");
     b.wait_metric(&failures("unknown_trust_domain"), 1.0);
 
-    // The connection opened before the reload keeps working.
-    open.write_all(b"still open").expect("write");
-    let mut answer = [0u8; 10];
-    open.read_exact(&mut answer).expect("echo after reload");
-    assert_eq!(&answer, b"still open");
+    // The connection opened before the reload came from the trust domain just removed: B
+    // closes it (a's egress then closes ours), and says why.
+    assert_closed(open);
+    b.wait_metric(&closed("reviews", "revoked"), 1.0);
 
     // A broken bundle is rejected and the one in force stays.
     write_atomically(&b_files.bundle, "{ not json");

@@ -52,6 +52,13 @@ pub struct Options {
     /// Start the gateway with `--handover <name>/gateway.handover`, so
     /// [`Cluster::replace_gateway`] can start its successor on the same ingress socket.
     pub handover: bool,
+    /// Serve the echo endpoint from a process of its own (Python's `http.server`) rather than
+    /// threads of this one, so it can be killed and restarted ([`Cluster::restart_echo`]).
+    pub echo_process: bool,
+    /// `identity_validity` in the controller's config (its default, 24h, when `None`).
+    pub identity_validity: Option<Duration>,
+    /// Extra environment for the controller (e.g. libfaketime's `LD_PRELOAD` and `FAKETIME`).
+    pub controller_env: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -71,6 +78,9 @@ impl Default for Options {
             show_files: true,
             drain_timeout: Duration::from_secs(2),
             handover: false,
+            echo_process: false,
+            identity_validity: None,
+            controller_env: Vec::new(),
         }
     }
 }
@@ -107,6 +117,7 @@ pub struct Cluster {
     pub api: PathBuf,
     pub peering: SocketAddr,
     pub egress_ports: (u16, u16),
+    controller_env: Vec<(String, String)>,
     shell: Shell,
     rel: PathBuf,
     bootstrap: PathBuf,
@@ -172,6 +183,9 @@ impl Cluster {
         };
         let echo = match netns {
             Some(ns) => Echo::spawn_in(shell, ns, host, name, &rel)?,
+            None if opts.echo_process => {
+                Echo::spawn(shell, None, SocketAddr::new(host, 0), name, &rel)?
+            }
             None => Echo::start(host, name)?,
         };
         shell.note(&format!(
@@ -228,7 +242,7 @@ impl Cluster {
         };
         let config = rel.join("controller.yaml");
         let controller_yaml = format!(
-            "cluster: {name}\nca: {ca}\ntrust_bundle: {bundle}\nregistry: {{ file: registry.yaml, watch_interval: 100ms }}\nstate_dir: state\npeering: {{ listen: {public}:{peering} }}\ngateways:\n  addresses: [{ingress}]\n  egress: {{ address: {host}, ports: {first}-{last} }}\nlease: {{ heartbeat_interval: {hb}ms, missed_heartbeats: {missed} }}\npreferences: [{prefs}]\ndns: {{ listen: {host}:0 }}\n",
+            "cluster: {name}\nca: {ca}\ntrust_bundle: {bundle}\nregistry: {{ file: registry.yaml, watch_interval: 100ms }}\nstate_dir: state\npeering: {{ listen: {public}:{peering} }}\ngateways:\n  addresses: [{ingress}]\n  egress: {{ address: {host}, ports: {first}-{last} }}\nlease: {{ heartbeat_interval: {hb}ms, missed_heartbeats: {missed} }}\npreferences: [{prefs}]\ndns: {{ listen: {host}:0 }}\n{validity}",
             ca = relative_to(ca, &rel).display(),
             bundle = relative_to(bundle, &rel).display(),
             peering = free_or_any(public, opts.peering_port),
@@ -237,9 +251,14 @@ impl Cluster {
             hb = opts.heartbeat.as_millis(),
             missed = opts.missed_heartbeats,
             prefs = opts.preferences.join(", "),
+            validity = opts
+                .identity_validity
+                .map(|v| format!("identity_validity: {}s\n", v.as_secs()))
+                .unwrap_or_default(),
         );
         files.write(&config, &controller_yaml)?;
-        let (controller, peering) = spawn_controller(shell, netns, name, &rel, &config)?;
+        let (controller, peering) =
+            spawn_controller(shell, netns, name, &rel, &config, &opts.controller_env)?;
         let cluster = Self {
             name: name.to_owned(),
             host,
@@ -253,6 +272,7 @@ impl Cluster {
             api,
             peering,
             egress_ports,
+            controller_env: opts.controller_env.clone(),
             shell: shell.clone(),
             rel,
             bootstrap,
@@ -290,9 +310,41 @@ impl Cluster {
             &self.name,
             &self.rel,
             &self.config,
+            &self.controller_env,
         )?;
         self.controller = controller;
         self.peering = peering;
+        Ok(())
+    }
+
+    /// Sends `signal` (e.g. `STOP`, `CONT`) to the controller, echoed as `kill -SIGNAL PID`.
+    pub fn signal_controller(&self, signal: &str) -> Result<()> {
+        let pid = self.controller.pid().to_string();
+        self.shell.echo(&format!(
+            "kill -{signal} {pid}    # {}'s controller",
+            self.name
+        ));
+        crate::run_ok(Command::new("kill").arg(format!("-{signal}")).arg(&pid)).map(drop)
+    }
+
+    /// SIGKILLs the echo endpoint's process and starts it again on the same address; only
+    /// with [`Options::echo_process`]. `between` runs while it is down.
+    pub fn restart_echo(&mut self, between: impl FnOnce() -> Result<()>) -> Result<()> {
+        let Some(process) = self.echo.process.as_mut() else {
+            return Err(Error::Output {
+                command: format!("{}'s echo endpoint", self.name),
+                detail: "it runs in this process; set Options::echo_process".into(),
+            });
+        };
+        process.kill();
+        between()?;
+        self.echo = Echo::spawn(
+            &self.shell,
+            self.netns.as_deref(),
+            self.echo.addr,
+            &self.name,
+            &self.rel,
+        )?;
         Ok(())
     }
 
@@ -680,12 +732,14 @@ fn spawn_controller(
     name: &str,
     rel: &Path,
     config: &Path,
+    env: &[(String, String)],
 ) -> Result<(Process, SocketAddr)> {
     let mut cmd = shell.command_in(netns, "federation-ctl")?;
     cmd.arg("controller")
         .arg("--config")
         .arg(config)
-        .env("FEDERATION_LOG", "info");
+        .env("FEDERATION_LOG", "info")
+        .envs(env.iter().map(|(k, v)| (k, v)));
     let p = shell.spawn(&format!("{name}-controller"), rel, "controller", &mut cmd)?;
     let ready = p.wait_event("ready", |_| true)?;
     let peering = ready["peering"]

@@ -62,14 +62,31 @@ impl Echo {
         body: &str,
         dir: &Path,
     ) -> Result<Self> {
+        Self::spawn(shell, Some(netns), SocketAddr::new(host, 0), body, dir)
+    }
+
+    /// [`Echo::spawn_in`] a namespace or not, on `addr` (port 0: any free one): a process of
+    /// its own, which a fault scenario can kill and start again on the same address.
+    pub fn spawn(
+        shell: &Shell,
+        netns: Option<&str>,
+        addr: SocketAddr,
+        body: &str,
+        dir: &Path,
+    ) -> Result<Self> {
         let www = shell.work().join(dir).join("www");
         std::fs::create_dir_all(&www)
             .and_then(|()| std::fs::write(www.join("index.html"), format!("{body}\n")))
             .map_err(Error::io(format!("write {}/index.html", www.display())))?;
-        let mut cmd = crate::netns::exec(netns, "python3");
+        let mut cmd = match netns {
+            Some(ns) => crate::netns::exec(ns, "python3"),
+            None => std::process::Command::new("python3"),
+        };
         cmd.current_dir(shell.work())
-            .args(["-u", "-m", "http.server", "0", "--bind"])
-            .arg(host.to_string())
+            .args(["-u", "-m", "http.server"])
+            .arg(addr.port().to_string())
+            .arg("--bind")
+            .arg(addr.ip().to_string())
             .arg("--directory")
             .arg(&www);
         let process = shell.spawn(&format!("{body}-echo"), dir, "echo", &mut cmd)?;
@@ -81,7 +98,7 @@ impl Echo {
             .and_then(|p| p.parse().ok())
             .ok_or_else(|| process.fail(&format!("no port in {line:?}")))?;
         Ok(Self {
-            addr: SocketAddr::new(host, port),
+            addr: SocketAddr::new(addr.ip(), port),
             process: Some(process),
             accepted: Arc::default(),
         })

@@ -102,6 +102,19 @@ impl Topology {
         Ok(&mut self.clusters[last])
     }
 
+    /// Starts each `(cluster, trust domain)` under a root of its own (`root-<cluster>`), so
+    /// they federate by bundle exchange; their intermediates, in order.
+    pub fn start_with_own_roots(&mut self, clusters: &[(&str, &str)]) -> Result<Vec<Ca>> {
+        let mut cas = Vec::new();
+        for (name, trust_domain) in clusters {
+            let root = self.root(&format!("root-{name}"), trust_domain)?;
+            let ca = self.intermediate(&root, name)?;
+            self.start(name, &ca, &Options::default())?;
+            cas.push(ca);
+        }
+        Ok(cas)
+    }
+
     /// The cluster named `name`.
     pub fn get(&self, name: &str) -> Result<&Cluster> {
         self.clusters

@@ -95,10 +95,14 @@ impl Traffic {
                         Ok(body) if body == expected => {
                             ok.fetch_add(1, Ordering::Relaxed);
                         }
-                        other => errors
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .push(format!("{other:?}")),
+                        other => {
+                            errors
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .push(format!("{other:?}"));
+                            // A dead path is not hammered while it comes back.
+                            std::thread::sleep(RETRY);
+                        }
                     }
                 }
             })

@@ -14,7 +14,7 @@ use super::{EXIT_CONFIG, Exit};
 use crate::config::{self, RegistryConfig};
 use crate::controller;
 use crate::registry::FileRegistry;
-use crate::state::StateDir;
+use crate::state::{StateDir, StateLock};
 
 /// Env var holding the log filter.
 pub const LOG_ENV: &str = "FEDERATION_LOG";
@@ -45,6 +45,11 @@ fn event(value: &serde_json::Value) {
 pub async fn run(path: &Path) -> anyhow::Result<()> {
     init_logs();
     let cfg = config::load(path).map_err(|e| Exit {
+        code: EXIT_CONFIG,
+        message: e.to_string(),
+    })?;
+    // Before anything reads or cleans the state directory: another controller may own it.
+    let _lock = StateLock::acquire(&cfg.state_dir).map_err(|e| Exit {
         code: EXIT_CONFIG,
         message: e.to_string(),
     })?;

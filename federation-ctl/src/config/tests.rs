@@ -168,8 +168,8 @@ fn errors_name_the_file_the_field_and_the_fix() {
         ),
         (
             "identity_validity",
-            "30s",
-            &["identity_validity:", "at least 1m"],
+            "5s",
+            &["identity_validity:", "at least 10s"],
         ),
         (
             "identity_validity",

@@ -14,7 +14,7 @@ use super::{
     DEFAULT_DNS_ZONE, DEFAULT_EGRESS_ADDRESS, DEFAULT_EGRESS_PORTS, DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_IDENTITY_VALIDITY, DEFAULT_MISSED_HEARTBEATS, DEFAULT_PEERING_LISTEN,
     DEFAULT_TOKEN_TTL, DEFAULT_WATCH_INTERVAL, Dns, Egress, Gateways, HostPort, LeaseConfig,
-    Peering, PortRange, RegistryConfig,
+    MIN_IDENTITY_VALIDITY, Peering, PortRange, RegistryConfig,
 };
 use crate::model::ClusterName;
 
@@ -64,11 +64,11 @@ pub(super) fn validate(raw: RawConfig, file: &Path) -> Result<ControllerConfig, 
         raw.identity_validity.as_deref(),
         DEFAULT_IDENTITY_VALIDITY,
     )?;
-    if identity_validity < Duration::from_secs(60) {
+    if identity_validity < MIN_IDENTITY_VALIDITY {
         return Err(cx.invalid(
             "identity_validity",
-            "shorter than one minute",
-            "use at least 1m; the default is 24h",
+            "shorter than ten seconds",
+            "use at least 10s (short values are for renewal drills); the default is 24h",
         ));
     }
     let registry = cx.registry(raw.registry)?;

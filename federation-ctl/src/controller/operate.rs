@@ -161,7 +161,7 @@ impl Shared {
             ));
         }
         for (what, not_after) in [
-            ("cluster intermediate", self.ca.not_after()),
+            ("cluster intermediate", self.ca.load().not_after()),
             ("gateway identity", gateway_id.not_after),
         ] {
             let ms = system_ms(not_after);
@@ -171,10 +171,10 @@ impl Shared {
         }
         pb::GetStatusResponse {
             cluster: self.cfg.cluster.to_string(),
-            trust_domain: self.ca.trust_domain().to_string(),
-            spiffe_id: self.ca.spiffe_id(Role::Controller).to_string(),
+            trust_domain: self.ca.load().trust_domain().to_string(),
+            spiffe_id: self.ca.load().spiffe_id(Role::Controller).to_string(),
             identity_expires_at_ms: controller_not_after,
-            ca_expires_at_ms: system_ms(self.ca.not_after()),
+            ca_expires_at_ms: system_ms(self.ca.load().not_after()),
             gateways,
             links,
             paths,
@@ -196,8 +196,8 @@ impl Shared {
     pub(crate) fn trust_status(&self) -> pb::TrustStatusResponse {
         let ours = diagnose::bundle_info(
             self.cfg.cluster.as_str(),
-            self.ca.trust_domain().as_str(),
-            self.ca.bundle(),
+            self.ca.load().trust_domain().as_str(),
+            self.ca.load().bundle(),
         );
         let records: Vec<_> = self
             .lock()

@@ -421,3 +421,25 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn one_lock_per_state_directory_released_on_drop() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("state");
+    let held = StateLock::acquire(&dir).unwrap();
+    let pid = std::process::id().to_string();
+    assert_eq!(fs::read_to_string(dir.join(LOCK_FILE)).unwrap().trim(), pid);
+    let mode = fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "created like StateDir::open would");
+    // flock(2) locks belong to the open file: a second open, even in this process, is refused.
+    let err = StateLock::acquire(&dir).unwrap_err().to_string();
+    assert!(
+        err.contains("in use by another controller") && err.contains(&format!("pid {pid}")),
+        "{err}"
+    );
+    drop(held);
+    let _again = StateLock::acquire(&dir).unwrap();
+    // The lock file is not a state file: opening the directory leaves it alone.
+    StateDir::open(&dir).unwrap();
+    assert!(dir.join(LOCK_FILE).exists());
+}
