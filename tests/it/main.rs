@@ -2,3 +2,7 @@
 //! `federation-ctl` on loopback.
 
 mod federation;
+mod hostile;
+mod probe;
+mod security;
+mod world;
