@@ -3,6 +3,7 @@
 
 mod federation;
 mod hostile;
+mod load;
 mod probe;
 mod security;
 mod world;

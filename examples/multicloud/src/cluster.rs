@@ -39,6 +39,17 @@ pub struct Options {
     pub missed_heartbeats: u32,
     /// Print the config files as they are written (when the shell is verbose).
     pub show_files: bool,
+    /// Gateway limits for load scenarios; the gateway's defaults when `None`.
+    pub gateway: GatewayLimits,
+}
+
+/// The gateway's `ingress.max_connections`, `ingress.hello_timeout` (which also bounds a
+/// terminate handshake) and `upstream.connect_timeout` (which also bounds an egress handshake).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GatewayLimits {
+    pub max_connections: Option<usize>,
+    pub hello_timeout: Option<Duration>,
+    pub connect_timeout: Option<Duration>,
 }
 
 impl Default for Options {
@@ -54,6 +65,7 @@ impl Default for Options {
             heartbeat: Duration::from_millis(200),
             missed_heartbeats: 4,
             show_files: true,
+            gateway: GatewayLimits::default(),
         }
     }
 }
@@ -92,6 +104,7 @@ pub struct Cluster {
     rel: PathBuf,
     bootstrap: PathBuf,
     config: PathBuf,
+    limits: GatewayLimits,
 }
 
 impl Cluster {
@@ -148,7 +161,10 @@ impl Cluster {
         let bootstrap = rel.join("gateway.yaml");
         let ingress = SocketAddr::new(host, free_or_any(host, opts.ingress_port));
         let admin = SocketAddr::new(host, free_or_any(host, opts.admin_port));
-        files.write(&bootstrap, &gateway_yaml(name, ingress, admin))?;
+        files.write(
+            &bootstrap,
+            &gateway_yaml(name, ingress, admin, opts.gateway),
+        )?;
         let api = rel.join("state").join("api.sock");
         let gateway = spawn_gateway(shell, name, &rel, &api, &bootstrap)?;
         let ready = gateway.wait_event("ready", |_| true)?;
@@ -190,6 +206,7 @@ impl Cluster {
             rel,
             bootstrap,
             config,
+            limits: opts.gateway,
         };
         // The gateway has its first config once the controller serves.
         cluster
@@ -229,7 +246,7 @@ impl Cluster {
         self.gateway.kill();
         std::fs::write(
             self.shell.work().join(&self.bootstrap),
-            gateway_yaml(&self.name, self.ingress, self.admin),
+            gateway_yaml(&self.name, self.ingress, self.admin, self.limits),
         )
         .map_err(Error::io(format!("write {}", self.bootstrap.display())))?;
         self.gateway = spawn_gateway(
@@ -428,9 +445,25 @@ impl Files<'_> {
     }
 }
 
-fn gateway_yaml(name: &str, ingress: SocketAddr, admin: SocketAddr) -> String {
+fn gateway_yaml(
+    name: &str,
+    ingress: SocketAddr,
+    admin: SocketAddr,
+    limits: GatewayLimits,
+) -> String {
+    let mut ingress_opts = String::new();
+    if let Some(n) = limits.max_connections {
+        ingress_opts.push_str(&format!(", max_connections: {n}"));
+    }
+    if let Some(t) = limits.hello_timeout {
+        ingress_opts.push_str(&format!(", hello_timeout: {}ms", t.as_millis()));
+    }
+    let upstream = limits
+        .connect_timeout
+        .map(|t| format!("upstream: {{ connect_timeout: {}ms }}\n", t.as_millis()))
+        .unwrap_or_default();
     format!(
-        "cluster: {name}\ningress: {{ listen: {ingress} }}\nadmin: {{ listen: {admin} }}\ndrain_timeout: 2s\n"
+        "cluster: {name}\ningress: {{ listen: {ingress}{ingress_opts} }}\nadmin: {{ listen: {admin} }}\n{upstream}drain_timeout: 2s\n"
     )
 }
 
