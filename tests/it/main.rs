@@ -1,9 +1,11 @@
 //! End-to-end scenarios with real processes: `trust-bundle`, `east-west-gateway` and
-//! `federation-ctl` on loopback.
+//! `federation-ctl` on loopback, in network namespaces, and with Envoy.
 
+mod envoy;
 mod federation;
 mod hostile;
 mod load;
+mod netns;
 mod probe;
 mod security;
 mod world;

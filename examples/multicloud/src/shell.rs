@@ -154,7 +154,17 @@ impl Shell {
     /// A workspace binary, run from the work directory. Inherited settings that would redirect
     /// it (`ISTHMUS_CONTROLLER`, `EWG_CONTROLLER`) are removed: every command says what it means.
     pub fn command(&self, program: &str) -> Result<Command> {
-        let mut cmd = Command::new(existing(self.inner.bins.join(program))?);
+        self.command_in(None, program)
+    }
+
+    /// [`Shell::command`], run inside network namespace `netns` when given
+    /// (`ip netns exec NETNS PROGRAM`).
+    pub fn command_in(&self, netns: Option<&str>, program: &str) -> Result<Command> {
+        let bin = existing(self.inner.bins.join(program))?;
+        let mut cmd = match netns {
+            Some(ns) => crate::netns::exec(ns, bin),
+            None => Command::new(bin),
+        };
         cmd.current_dir(&self.inner.work)
             .env_remove("ISTHMUS_CONTROLLER")
             .env_remove("EWG_CONTROLLER");

@@ -17,10 +17,20 @@ const RETRY: Duration = Duration::from_millis(20);
 /// Calls `addr` until it answers `expected` (bounded); how long that took and how many calls
 /// failed or were answered by someone else meanwhile.
 pub fn call_until(addr: SocketAddr, expected: &str) -> Result<(Duration, usize)> {
+    call_until_with(&addr.to_string(), expected, || call(addr))
+}
+
+/// [`call_until`] with another client (e.g. [`crate::echo::call_in`] a network namespace);
+/// `target` names what it calls.
+pub fn call_until_with(
+    target: &str,
+    expected: &str,
+    mut call: impl FnMut() -> Result<String, String>,
+) -> Result<(Duration, usize)> {
     let start = Instant::now();
     let mut misses = 0;
     loop {
-        let last = match call(addr) {
+        let last = match call() {
             Ok(body) if body == expected => return Ok((start.elapsed(), misses)),
             Ok(body) => format!("answered by {body}"),
             Err(e) => e,
@@ -29,7 +39,7 @@ pub fn call_until(addr: SocketAddr, expected: &str) -> Result<(Duration, usize)>
         if start.elapsed() > PATIENCE {
             return Err(Error::Timeout {
                 what: format!(
-                    "{addr} answered by {expected} ({misses} calls missed, the last: {last})"
+                    "{target} answered by {expected} ({misses} calls missed, the last: {last})"
                 ),
                 logs: String::new(),
             });
