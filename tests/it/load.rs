@@ -52,7 +52,7 @@ fn raise_nofile(want: u64) -> u64 {
     // Raising the hard limit needs privilege; try, then settle for the hard limit we have.
     lim.current = Some(want);
     lim.maximum = Some(hard.max(want));
-    if setrlimit(Resource::Nofile, lim.clone()).is_err() {
+    if setrlimit(Resource::Nofile, lim).is_err() {
         lim.current = Some(want.min(hard));
         lim.maximum = Some(hard);
         let _ = setrlimit(Resource::Nofile, lim);
@@ -204,9 +204,9 @@ fn concurrent_connections_across_two_gateways_lose_and_corrupt_nothing() -> Resu
     Ok(())
 }
 
-async fn futures_join<F: Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output>
+async fn futures_join<F>(futs: impl Iterator<Item = F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let handles: Vec<_> = futs.map(tokio::spawn).collect();
