@@ -100,7 +100,7 @@ fn peer_info(info: Option<pb::PeerInfo>, ours: &ClusterName) {
         for id in &claims.gateway_ids {
             assert_eq!(
                 id.trust_domain(),
-                &claims.trust_domain,
+                claims.trust_domain,
                 "a gateway ID outside the peer's trust domain was accepted"
             );
         }
