@@ -2,6 +2,7 @@
 //! `federation-ctl` on loopback, in network namespaces, and with Envoy.
 
 mod envoy;
+mod faults;
 mod federation;
 mod hostile;
 mod load;
