@@ -217,12 +217,12 @@ fn fuzz_all(
         results.push((t.name, stats));
     }
     println!(
-        "\n{:<14} {:>10} {:>8} {:>6}  coverage",
+        "\n{:<17} {:>10} {:>8} {:>6}  coverage",
         "target", "execs", "exec/s", "new"
     );
     for (name, s) in &results {
         println!(
-            "{name:<14} {:>10} {:>8} {:>6}  {}",
+            "{name:<17} {:>10} {:>8} {:>6}  {}",
             s.execs, s.execs_per_sec, s.new_units, s.coverage
         );
     }
