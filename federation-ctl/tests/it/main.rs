@@ -1,1 +1,3 @@
 //! Process tests for the controller and CLI.
+
+mod crds;
