@@ -17,7 +17,7 @@
 //! A peer never blocks the local control plane: sessions talk to it through bounded queues, and
 //! a peer that cannot keep up loses its session (it resyncs from a snapshot when it redials).
 
-mod convert;
+pub mod convert;
 mod operate;
 mod peering;
 mod report;

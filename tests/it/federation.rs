@@ -8,31 +8,9 @@ use multicloud::echo::call;
 use multicloud::shell::Shell;
 use multicloud::topology::Topology;
 use multicloud::traffic::{Traffic, call_until, call_until_refused};
-use multicloud::{Error, PATIENCE, run_err, run_ok};
+use multicloud::{PATIENCE, run_err, run_ok};
 
-type Result<T = (), E = Error> = std::result::Result<T, E>;
-
-struct World {
-    // Declared first, so dropped first: the processes stop before their directory goes.
-    topo: Topology,
-    _work: tempfile::TempDir,
-}
-
-/// Clusters sharing one root (`mesh.example`), each with its own intermediate.
-fn world(names: &[&str], opts: &[Options]) -> Result<World> {
-    let work = tempfile::tempdir().expect("tempdir");
-    let mut topo = Topology::new(Shell::new(work.path())?);
-    let root = topo.root("root", "mesh.example")?;
-    let opts = opts
-        .iter()
-        .cloned()
-        .chain(std::iter::repeat(Options::default()));
-    for (name, opts) in names.iter().zip(opts) {
-        let ca = topo.intermediate(&root, name)?;
-        topo.start(name, &ca, &opts)?;
-    }
-    Ok(World { topo, _work: work })
-}
+use crate::world::{Result, world};
 
 #[test]
 fn linked_clusters_import_an_export_and_calls_cross_both_gateways_with_mtls() -> Result {

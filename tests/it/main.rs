@@ -4,7 +4,12 @@
 mod envoy;
 mod faults;
 mod federation;
+mod hostile;
+mod load;
 mod netns;
 mod operate;
+mod probe;
 mod restart;
 mod rotation;
+mod security;
+mod world;

@@ -26,8 +26,8 @@ use anyhow::{Context, bail};
 
 use crate::sh;
 
-/// Seconds per target when none are given, sized for the CI smoke run.
-pub(crate) const DEFAULT_SECONDS: u64 = 20;
+/// Seconds per target when none are given, sized for the CI smoke run (ten targets: two minutes).
+pub(crate) const DEFAULT_SECONDS: u64 = 12;
 
 /// Codegen flags that instrument the fuzz build like `cargo fuzz build` does (all stable).
 const RUSTFLAGS: &[&str] = &[
@@ -49,6 +49,11 @@ const TARGETS: &[Target] = &[
     Target::new("trust-bundle", "spiffe_id"),
     Target::new("east-west-gateway", "client_hello"),
     Target::new("east-west-gateway", "sni_name"),
+    Target::new("east-west-gateway", "gateway_config"),
+    Target::new("federation-ctl", "peering_token"),
+    Target::new("federation-ctl", "peering_message"),
+    Target::new("federation-ctl", "controller_config"),
+    Target::new("federation-ctl", "registry_file"),
 ];
 
 #[derive(clap::Args)]
@@ -212,12 +217,12 @@ fn fuzz_all(
         results.push((t.name, stats));
     }
     println!(
-        "\n{:<14} {:>10} {:>8} {:>6}  coverage",
+        "\n{:<17} {:>10} {:>8} {:>6}  coverage",
         "target", "execs", "exec/s", "new"
     );
     for (name, s) in &results {
         println!(
-            "{name:<14} {:>10} {:>8} {:>6}  {}",
+            "{name:<17} {:>10} {:>8} {:>6}  {}",
             s.execs, s.execs_per_sec, s.new_units, s.coverage
         );
     }

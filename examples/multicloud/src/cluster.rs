@@ -59,6 +59,17 @@ pub struct Options {
     pub identity_validity: Option<Duration>,
     /// Extra environment for the controller (e.g. libfaketime's `LD_PRELOAD` and `FAKETIME`).
     pub controller_env: Vec<(String, String)>,
+    /// Gateway limits for load scenarios; the gateway's defaults when `None`.
+    pub gateway: GatewayLimits,
+}
+
+/// The gateway's `ingress.max_connections`, `ingress.hello_timeout` (which also bounds a
+/// terminate handshake) and `upstream.connect_timeout` (which also bounds an egress handshake).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GatewayLimits {
+    pub max_connections: Option<usize>,
+    pub hello_timeout: Option<Duration>,
+    pub connect_timeout: Option<Duration>,
 }
 
 impl Default for Options {
@@ -81,6 +92,7 @@ impl Default for Options {
             echo_process: false,
             identity_validity: None,
             controller_env: Vec::new(),
+            gateway: GatewayLimits::default(),
         }
     }
 }
@@ -125,6 +137,7 @@ pub struct Cluster {
     /// The gateway's handover socket, relative to the work directory.
     handover: Option<PathBuf>,
     config: PathBuf,
+    limits: GatewayLimits,
 }
 
 impl Cluster {
@@ -207,7 +220,7 @@ impl Cluster {
         let admin = SocketAddr::new(host, free_or_any(host, opts.admin_port));
         files.write(
             &bootstrap,
-            &gateway_yaml(name, ingress, admin, opts.drain_timeout),
+            &gateway_yaml(name, ingress, admin, opts.drain_timeout, opts.gateway),
         )?;
         let api = rel.join("state").join("api.sock");
         let handover = opts.handover.then(|| rel.join("gateway.handover"));
@@ -279,6 +292,7 @@ impl Cluster {
             drain_timeout: opts.drain_timeout,
             handover,
             config,
+            limits: opts.gateway,
         };
         // The gateway has its first config once the controller serves.
         cluster
@@ -364,7 +378,13 @@ impl Cluster {
         self.gateway.kill();
         std::fs::write(
             self.shell.work().join(&self.bootstrap),
-            gateway_yaml(&self.name, self.ingress, self.admin, self.drain_timeout),
+            gateway_yaml(
+                &self.name,
+                self.ingress,
+                self.admin,
+                self.drain_timeout,
+                self.limits,
+            ),
         )
         .map_err(Error::io(format!("write {}", self.bootstrap.display())))?;
         self.gateway = spawn_gateway(
@@ -454,7 +474,13 @@ impl Cluster {
         }
         .write(
             &bootstrap,
-            &gateway_yaml(&self.name, self.ingress, admin, self.drain_timeout),
+            &gateway_yaml(
+                &self.name,
+                self.ingress,
+                admin,
+                self.drain_timeout,
+                self.limits,
+            ),
         )?;
         let next = spawn_gateway(
             &self.shell,
@@ -690,14 +716,27 @@ impl Files<'_> {
     }
 }
 
-fn gateway_yaml(name: &str, ingress: SocketAddr, admin: SocketAddr, drain: Duration) -> String {
+fn gateway_yaml(
+    name: &str,
+    ingress: SocketAddr,
+    admin: SocketAddr,
+    drain: Duration,
+    limits: GatewayLimits,
+) -> String {
+    let mut ingress_opts = String::new();
+    if let Some(n) = limits.max_connections {
+        ingress_opts.push_str(&format!(", max_connections: {n}"));
+    }
+    if let Some(t) = limits.hello_timeout {
+        ingress_opts.push_str(&format!(", hello_timeout: {}ms", t.as_millis()));
+    }
+    let upstream = limits
+        .connect_timeout
+        .map(|t| format!("upstream: {{ connect_timeout: {}ms }}\n", t.as_millis()))
+        .unwrap_or_default();
     format!(
-        "cluster: {name}\ningress: {{ listen: {ingress} }}\nadmin: {{ listen: {admin} }}\ndrain_timeout: {}\n",
-        if drain.subsec_millis() == 0 {
-            format!("{}s", drain.as_secs())
-        } else {
-            format!("{}ms", drain.as_millis())
-        }
+        "cluster: {name}\ningress: {{ listen: {ingress}{ingress_opts} }}\nadmin: {{ listen: {admin} }}\n{upstream}drain_timeout: {}ms\n",
+        drain.as_millis()
     )
 }
 

@@ -10,17 +10,15 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
-use trust_bundle::spiffe::{SpiffeId, TrustDomain};
 use trust_bundle::tls::{self, Authorizer, TrustHandle};
 use trust_bundle::verify::Usage;
-use trust_bundle::{BundleMap, TrustStore, X509Bundle};
+use trust_bundle::{BundleMap, TrustStore};
 
 use super::session::{self, SessionEnd};
-use super::{Link, LinkState, Shared, now_ms};
+use super::{Link, LinkState, Shared, convert, now_ms};
 use crate::api::peering as pb;
 use crate::api::peering::peering_client::PeeringClient;
 use crate::api::peering::peering_server::{Peering, PeeringServer};
-use crate::config::HostPort;
 use crate::identity::{self, Role};
 use crate::model::{ClusterName, PeerImports};
 use crate::state::{LinkRecord, LinkRole};
@@ -137,66 +135,10 @@ impl Peering for PeeringService {
     }
 }
 
-/// Parses a peer's gateway SPIFFE IDs; each must belong to the peer's trust domain.
-pub(crate) fn parse_gateway_ids(
-    ids: &[String],
-    trust_domain: &str,
-) -> Result<Vec<SpiffeId>, String> {
-    ids.iter()
-        .map(|id| {
-            let parsed =
-                SpiffeId::parse(id).map_err(|e| format!("gateway SPIFFE ID {id:?}: {e}"))?;
-            if parsed.trust_domain().as_str() != trust_domain {
-                return Err(format!(
-                    "gateway SPIFFE ID {id} is outside the peer's trust domain {trust_domain}"
-                ));
-            }
-            Ok(parsed)
-        })
-        .collect()
-}
-
-/// The peer's self-description, checked.
-struct PeerClaims {
-    cluster: ClusterName,
-    trust_domain: TrustDomain,
-    bundle_json: String,
-    peering: Vec<HostPort>,
-    gateways: Vec<HostPort>,
-    gateway_ids: Vec<SpiffeId>,
-}
-
-fn check_info(info: Option<pb::PeerInfo>, ours: &ClusterName) -> Result<PeerClaims, String> {
-    let info = info.ok_or("the request carries no peer info")?;
-    let cluster = ClusterName::parse(&info.cluster).map_err(|e| e.to_string())?;
-    if &cluster == ours {
-        return Err(format!(
-            "the peer is also named {ours}; cluster names must be unique across linked clusters"
-        ));
-    }
-    let trust_domain =
-        TrustDomain::parse(&info.trust_domain).map_err(|e| format!("peer trust domain: {e}"))?;
-    X509Bundle::from_spiffe_json(info.bundle_json.as_bytes())
-        .map_err(|e| format!("peer bundle: {e}"))?;
-    let parse = |addrs: &[String]| -> Result<Vec<HostPort>, String> {
-        addrs
-            .iter()
-            .map(|a| HostPort::parse(a).map_err(|e| format!("address {a:?}: {e}")))
-            .collect()
-    };
-    Ok(PeerClaims {
-        peering: parse(&info.peering_addresses)?,
-        gateways: parse(&info.gateway_addresses)?,
-        gateway_ids: parse_gateway_ids(&info.gateway_spiffe_ids, trust_domain.as_str())?,
-        cluster,
-        trust_domain,
-        bundle_json: info.bundle_json,
-    })
-}
-
 /// Redeems a token for the joiner and records the link (acceptor side).
 fn accept_join(shared: &Arc<Shared>, req: pb::JoinRequest) -> Result<ClusterName, Status> {
-    let claims = check_info(req.joiner, &shared.cfg.cluster).map_err(Status::invalid_argument)?;
+    let claims =
+        convert::check_info(req.joiner, &shared.cfg.cluster).map_err(Status::invalid_argument)?;
     let record = LinkRecord {
         peer: claims.cluster.clone(),
         trust_domain: claims.trust_domain,
@@ -302,7 +244,7 @@ pub async fn join_link(shared: &Arc<Shared>, token: &str) -> Result<LinkRecord, 
             )
         })?
         .into_inner();
-    let claims = check_info(response.acceptor, &shared.cfg.cluster)
+    let claims = convert::check_info(response.acceptor, &shared.cfg.cluster)
         .map_err(|e| Status::internal(format!("{} answered with bad info: {e}", token.cluster)))?;
     if claims.cluster != token.cluster || claims.trust_domain != token.trust_domain {
         return Err(Status::internal(format!(

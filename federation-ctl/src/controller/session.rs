@@ -280,7 +280,7 @@ fn update_info(shared: &Shared, peer: &ClusterName, info: pb::PeerInfo) -> Resul
     }
     let peering: Vec<HostPort> = parse_all(&info.peering_addresses).map_err(protocol)?;
     let gateways: Vec<HostPort> = parse_all(&info.gateway_addresses).map_err(protocol)?;
-    let ids = super::peering::parse_gateway_ids(&info.gateway_spiffe_ids, &info.trust_domain)
+    let ids = convert::parse_gateway_ids(&info.gateway_spiffe_ids, &info.trust_domain)
         .map_err(protocol)?;
     let record = {
         let mut core = shared.lock();
