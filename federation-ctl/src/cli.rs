@@ -190,10 +190,17 @@ fn refused(status: tonic::Status) -> anyhow::Error {
 }
 
 /// `crds`: the CRDs on stdout; needs no controller.
+#[cfg(feature = "kubernetes")]
 pub fn print_crds() -> anyhow::Result<()> {
     let yaml = crate::kube::crds_yaml().context("cannot render the CRDs as YAML")?;
     print!("{yaml}");
     Ok(())
+}
+
+/// `crds` in a build without the `kubernetes` feature.
+#[cfg(not(feature = "kubernetes"))]
+pub fn print_crds() -> anyhow::Result<()> {
+    anyhow::bail!("this federation-ctl was built without the `kubernetes` feature; rebuild with it")
 }
 
 /// Runs one operator verb against the controller.

@@ -20,6 +20,7 @@ pub mod diagnose;
 pub mod dns;
 pub mod gateway_config;
 pub mod identity;
+#[cfg(feature = "kubernetes")]
 pub mod kube;
 pub mod model;
 pub mod registry;
