@@ -4,6 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
 
 use trust_bundle::test_util::{bundle_map, intermediate, leaf, root};
 
@@ -153,17 +154,28 @@ fn a_host_name_gateway_address_is_resolved() {
         &gateways,
         "",
     ));
-    assert_eq!(call(a.egress("reviews"), b"by name"), b"gcp:by name");
-    let (_, dump) = a.admin_get("/config_dump");
-    let dump: serde_json::Value = serde_json::from_str(&dump).expect("json");
-    let gateway = &dump["egress"][0]["gateways"][0];
-    assert!(
-        gateway["resolved"].as_array().is_some_and(|a| a
-            .iter()
-            .any(|v| v == &format!("127.0.0.1:{}", b.ingress.port()))),
-        "{gateway}"
-    );
+    // Resolution runs in the background: a connection that arrives before the first answer
+    // finds no address to dial, so the call waits (bounded) until `config_dump` shows one.
+    let expected = format!("127.0.0.1:{}", b.ingress.port());
+    let deadline = Instant::now() + PATIENCE;
+    let gateway = loop {
+        let (_, dump) = a.admin_get("/config_dump");
+        let dump: serde_json::Value = serde_json::from_str(&dump).expect("json");
+        let gateway = dump["egress"][0]["gateways"][0].clone();
+        let resolved = gateway["resolved"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|v| v == &expected));
+        if resolved {
+            break gateway;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "localhost never resolved to {expected}: {gateway}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert_eq!(gateway["dns_stale"], false, "{gateway}");
+    assert_eq!(call(a.egress("reviews"), b"by name"), b"gcp:by name");
 }
 
 /// Gateway A (aws, egress `reviews`) and gateway B (gcp, a terminate route to an endpoint
