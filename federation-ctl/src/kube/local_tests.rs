@@ -30,8 +30,8 @@ fn objects() -> (Vec<Service>, Vec<EndpointSlice>, Vec<ServiceExport>) {
     ];
     let exports = vec![
         from(json!({"metadata": {"name": "echo", "namespace": "default",
-            "creationTimestamp": "2026-01-02T03:04:05Z"}})),
-        from(json!({"metadata": {"name": "ghost", "namespace": "default"}})),
+            "creationTimestamp": "2026-01-02T03:04:05Z"}, "spec": {}})),
+        from(json!({"metadata": {"name": "ghost", "namespace": "default"}, "spec": {}})),
     ];
     (services, slices, exports)
 }

@@ -249,6 +249,7 @@ impl KubeRegistry {
             "apiVersion": "multicluster.x-k8s.io/v1alpha1",
             "kind": "ServiceExport",
             "metadata": {"name": key.name(), "namespace": key.namespace()},
+            "spec": {},
         });
         api.patch(key.name(), &PatchParams::apply(MANAGER), &Patch::Apply(object))
             .await
