@@ -65,9 +65,9 @@ impl ApiServer {
             })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run kubectl ({e}); install it with `cargo xtask deps`"));
+        let mut child = cmd.spawn().unwrap_or_else(|e| {
+            panic!("cannot run kubectl ({e}); install it with `cargo xtask deps`")
+        });
         if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
             use std::io::Write as _;
             pipe.write_all(text.as_bytes()).expect("kubectl stdin");
@@ -101,7 +101,12 @@ impl ApiServer {
             let mut names: Vec<String> = objects
                 .iter()
                 .filter(|o| o["metadata"]["labels"][managed] == "isthmus-controller")
-                .map(|o| o["metadata"]["name"].as_str().unwrap_or_default().to_owned())
+                .map(|o| {
+                    o["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned()
+                })
                 .collect();
             names.sort();
             names
@@ -148,7 +153,11 @@ impl Imported {
 
 /// Polls `ok` until it holds, for at most [`PATIENCE`]; the failure names `what` and the last
 /// value seen.
-fn wait_until<T: std::fmt::Debug>(what: &str, mut get: impl FnMut() -> T, ok: impl Fn(&T) -> bool) -> T {
+fn wait_until<T: std::fmt::Debug>(
+    what: &str,
+    mut get: impl FnMut() -> T,
+    ok: impl Fn(&T) -> bool,
+) -> T {
     let deadline = Instant::now() + PATIENCE;
     loop {
         let value = get();
@@ -236,7 +245,10 @@ fn kubectl_exports_become_imports_through_watch_loss_and_a_controller_crash() ->
         || api_a.imported(),
         |i| *i == Imported::of(&["echo"]),
     );
-    println!("kubectl apply in b to objects in a: {:?} ({imported:?})", exported.elapsed());
+    println!(
+        "kubectl apply in b to objects in a: {:?} ({imported:?})",
+        exported.elapsed()
+    );
 
     // The objects say what the KEP asks for.
     let si = &api_a.objects("multicluster.x-k8s.io", "v1alpha1", "serviceimports")[0];
@@ -247,9 +259,15 @@ fn kubectl_exports_become_imports_through_watch_loss_and_a_controller_crash() ->
     let si = wait_until(
         "the ServiceImport's status names b",
         || api_a.objects("multicluster.x-k8s.io", "v1alpha1", "serviceimports"),
-        |s| s.first().is_some_and(|s| s["status"]["clusters"][0]["cluster"] == "b"),
+        |s| {
+            s.first()
+                .is_some_and(|s| s["status"]["clusters"][0]["cluster"] == "b")
+        },
     );
-    assert_eq!(si[0]["metadata"]["managedFields"][0]["manager"], "isthmus-controller");
+    assert_eq!(
+        si[0]["metadata"]["managedFields"][0]["manager"],
+        "isthmus-controller"
+    );
     let services = api_a.objects("", "v1", "services");
     let derived = services
         .iter()
@@ -295,7 +313,10 @@ fn kubectl_exports_become_imports_through_watch_loss_and_a_controller_crash() ->
     wait_until(
         "b's ServiceExport ghost Valid=False ServiceNotFound",
         || export_condition(&api_b, "ghost", "Valid"),
-        |c| c.as_ref().is_some_and(|(s, r)| s == "False" && r == "ServiceNotFound"),
+        |c| {
+            c.as_ref()
+                .is_some_and(|(s, r)| s == "False" && r == "ServiceNotFound")
+        },
     );
     api_b.kubectl(&["get", "serviceexports", "-o", "wide"], None);
 
@@ -307,7 +328,10 @@ fn kubectl_exports_become_imports_through_watch_loss_and_a_controller_crash() ->
         || api_a.imported(),
         |i| *i == Imported::of(&[]),
     );
-    println!("kubectl delete in b to objects gone in a: {:?}", deleted.elapsed());
+    println!(
+        "kubectl delete in b to objects gone in a: {:?}",
+        deleted.elapsed()
+    );
     assert!(
         api_a
             .objects("multicluster.x-k8s.io", "v1alpha1", "serviceimports")

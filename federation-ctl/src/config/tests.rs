@@ -411,7 +411,13 @@ fn kubernetes_registry_gets_defaults_and_resolves_the_kubeconfig() {
         [("app".to_owned(), "isthmus-gateway".to_owned())]
     );
     let c = at(&with("registry", "{ kubernetes: {} }")).expect("valid");
-    assert!(matches!(c.registry, RegistryConfig::Kubernetes(KubernetesRegistry { kubeconfig: None, .. })));
+    assert!(matches!(
+        c.registry,
+        RegistryConfig::Kubernetes(KubernetesRegistry {
+            kubeconfig: None,
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -433,8 +439,14 @@ fn kubernetes_registry_errors_name_the_field_and_the_fix() {
         &["registry.kubernetes.gateway_selector", "empty"],
     );
     assert_error(
-        &with("registry", "{ kubernetes: { gateway_selector: {'a b': x} } }"),
-        &["registry.kubernetes.gateway_selector", "not a Kubernetes label"],
+        &with(
+            "registry",
+            "{ kubernetes: { gateway_selector: {'a b': x} } }",
+        ),
+        &[
+            "registry.kubernetes.gateway_selector",
+            "not a Kubernetes label",
+        ],
     );
     assert_error(
         &with("registry", "{ kubernetes: { namespace: [default] } }"),

@@ -13,8 +13,8 @@ use super::{
     Api, ConfigError, ControllerConfig, DEFAULT_API_SOCKET, DEFAULT_DNS_LISTEN, DEFAULT_DNS_TTL,
     DEFAULT_DNS_ZONE, DEFAULT_EGRESS_ADDRESS, DEFAULT_EGRESS_PORTS, DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_IDENTITY_VALIDITY, DEFAULT_MISSED_HEARTBEATS, DEFAULT_PEERING_LISTEN,
-    DEFAULT_TOKEN_TTL, DEFAULT_WATCH_INTERVAL, Dns, Egress, Gateways, HostPort, LeaseConfig,
-    KubernetesRegistry, MIN_IDENTITY_VALIDITY, Peering, PortRange, RegistryConfig,
+    DEFAULT_TOKEN_TTL, DEFAULT_WATCH_INTERVAL, Dns, Egress, Gateways, HostPort, KubernetesRegistry,
+    LeaseConfig, MIN_IDENTITY_VALIDITY, Peering, PortRange, RegistryConfig,
 };
 use crate::model::ClusterName;
 
@@ -426,8 +426,7 @@ impl Cx<'_> {
 fn label_ok(s: &str, key: bool) -> bool {
     let part = |p: &str| {
         p.len() <= 63
-            && p
-                .bytes()
+            && p.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
             && p.bytes().next().is_none_or(|b| b.is_ascii_alphanumeric())
             && p.bytes().last().is_none_or(|b| b.is_ascii_alphanumeric())

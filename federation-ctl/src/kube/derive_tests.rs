@@ -15,8 +15,14 @@ fn view() -> ImportsView {
     };
     let import = ImportedService {
         key: key.clone(),
-        ports: vec![ServicePort::new("http", 80), ServicePort::new("admin", 9000)],
-        sources: vec![source("b", 2, &["http", "admin"]), source("c", 0, &["http"])],
+        ports: vec![
+            ServicePort::new("http", 80),
+            ServicePort::new("admin", 9000),
+        ],
+        sources: vec![
+            source("b", 2, &["http", "admin"]),
+            source("c", 0, &["http"]),
+        ],
     };
     ImportsView {
         imports: [(key.clone(), import)].into(),
@@ -42,7 +48,10 @@ fn an_import_becomes_a_service_import_a_derived_service_and_a_slice_per_cluster(
         json!([{"cluster": "b"}, {"cluster": "c"}])
     );
     assert_eq!(d.service_name, "derived-echo");
-    assert_eq!(d.service["spec"]["selector"], json!({"app": "isthmus-gateway"}));
+    assert_eq!(
+        d.service["spec"]["selector"],
+        json!({"app": "isthmus-gateway"})
+    );
     assert_eq!(d.service["spec"]["ports"][0]["targetPort"], 15100);
     let names: Vec<&str> = d.slices.keys().map(String::as_str).collect();
     assert_eq!(names, ["derived-echo-b", "derived-echo-c"]);
@@ -52,11 +61,20 @@ fn an_import_becomes_a_service_import_a_derived_service_and_a_slice_per_cluster(
     assert_eq!(c["metadata"]["labels"][LABEL_SLICE_SERVICE], "derived-echo");
     assert_eq!(c["metadata"]["labels"][LABEL_SLICE_MANAGED_BY], MANAGER);
     assert_eq!(c["endpoints"][0]["addresses"], json!(["10.0.0.7"]));
-    assert_eq!(c["endpoints"][0]["conditions"]["ready"], false, "c has no ready endpoint");
-    assert_eq!(c["ports"], json!([{"name": "http", "protocol": "TCP", "port": 15100}]));
+    assert_eq!(
+        c["endpoints"][0]["conditions"]["ready"], false,
+        "c has no ready endpoint"
+    );
+    assert_eq!(
+        c["ports"],
+        json!([{"name": "http", "protocol": "TCP", "port": 15100}])
+    );
     let owned = owned_by(d.service.clone(), "echo", "uid-1");
     assert_eq!(owned["metadata"]["ownerReferences"][0]["uid"], "uid-1");
-    assert_eq!(owned["metadata"]["ownerReferences"][0]["kind"], "ServiceImport");
+    assert_eq!(
+        owned["metadata"]["ownerReferences"][0]["kind"],
+        "ServiceImport"
+    );
 }
 
 #[test]

@@ -150,7 +150,11 @@ impl Writer {
         for slice in list(&slices, &format!("{LABEL_SLICE_MANAGED_BY}={MANAGER}")).await? {
             let ns = slice.namespace().unwrap_or_default();
             if !wanted_slices.contains(&(ns.as_str(), slice.name_any().as_str())) {
-                delete(&Api::<EndpointSlice>::namespaced(self.client.clone(), &ns), &slice).await?;
+                delete(
+                    &Api::<EndpointSlice>::namespaced(self.client.clone(), &ns),
+                    &slice,
+                )
+                .await?;
             }
         }
         Ok(())
@@ -162,7 +166,12 @@ impl Writer {
         let name = si.name_any();
         let of_import = format!("{LABEL_SERVICE_NAME}={name}");
         let services: Api<Service> = Api::namespaced(self.client.clone(), &ns);
-        for svc in list(&services, &format!("{of_import},{LABEL_MANAGED_BY}={MANAGER}")).await? {
+        for svc in list(
+            &services,
+            &format!("{of_import},{LABEL_MANAGED_BY}={MANAGER}"),
+        )
+        .await?
+        {
             delete(&services, &svc).await?;
         }
         let slices: Api<EndpointSlice> = Api::namespaced(self.client.clone(), &ns);

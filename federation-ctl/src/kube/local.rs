@@ -100,7 +100,9 @@ pub fn registry(
 }
 
 /// `name.namespace` of an object, when both are valid names.
-pub fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<ServiceKey> {
+pub fn key_of(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Option<ServiceKey> {
     ServiceKey::new(meta.name.as_deref()?, meta.namespace.as_deref()?).ok()
 }
 
@@ -159,8 +161,7 @@ fn endpoints(slices: &[&EndpointSlice]) -> Vec<Endpoint> {
             continue;
         }
         for ep in &slice.endpoints {
-            let Some(address) = ep.addresses.first().and_then(|a| a.parse::<IpAddr>().ok())
-            else {
+            let Some(address) = ep.addresses.first().and_then(|a| a.parse::<IpAddr>().ok()) else {
                 continue;
             };
             if out.iter().any(|e| e.address == address) {
@@ -229,7 +230,11 @@ pub fn wanted_conditions(registry: &model::Registry, key: &ServiceKey) -> [Want;
 /// The conditions to write when `current` does not already say what `want` does; `None` when
 /// nothing changed (so a status write never loops through its own watch event). A condition
 /// whose status is unchanged keeps its transition time.
-pub fn conditions_update(current: &[Condition], want: &[Want], now: Time) -> Option<Vec<Condition>> {
+pub fn conditions_update(
+    current: &[Condition],
+    want: &[Want],
+    now: Time,
+) -> Option<Vec<Condition>> {
     let mut changed = false;
     let next: Vec<Condition> = want
         .iter()

@@ -13,17 +13,21 @@ fn objects() -> (Vec<Service>, Vec<EndpointSlice>, Vec<ServiceExport>) {
                                {"name": "dns", "port": 53, "protocol": "UDP"}]}})),
         from(json!({"metadata": {"name": "solo", "namespace": "default"},
             "spec": {"ports": [{"port": 80, "targetPort": 8081}]}})),
-        from(json!({"metadata": {"name": "derived-x", "namespace": "default",
-            "labels": {LABEL_MANAGED_BY: MANAGER}}, "spec": {"ports": [{"port": 1}]}})),
+        from(
+            json!({"metadata": {"name": "derived-x", "namespace": "default",
+            "labels": {LABEL_MANAGED_BY: MANAGER}}, "spec": {"ports": [{"port": 1}]}}),
+        ),
     ];
     let slices = vec![
-        from(json!({"metadata": {"name": "echo-1", "namespace": "default",
+        from(
+            json!({"metadata": {"name": "echo-1", "namespace": "default",
                 "labels": {LABEL_SLICE_SERVICE: "echo"}},
             "addressType": "IPv4",
             "ports": [{"name": "http", "port": 18080}],
             "endpoints": [
                 {"addresses": ["10.0.0.2"], "zone": "az1", "conditions": {"ready": false}},
-                {"addresses": ["10.0.0.1"]}]})),
+                {"addresses": ["10.0.0.1"]}]}),
+        ),
         from(json!({"metadata": {"name": "mine", "namespace": "default",
                 "labels": {LABEL_SLICE_SERVICE: "echo", LABEL_SLICE_MANAGED_BY: MANAGER}},
             "addressType": "IPv4", "endpoints": [{"addresses": ["10.9.9.9"]}]})),
@@ -66,7 +70,10 @@ fn services_slices_and_exports_become_the_registry() {
     let solo = &r.services[&ServiceKey::parse("solo.default").unwrap()];
     assert_eq!(solo.ports[0].name, "tcp-80");
     assert_eq!(solo.ports[0].target_port, Some(8081));
-    assert!(!r.services.contains_key(&ServiceKey::parse("derived-x.default").unwrap()));
+    assert!(
+        !r.services
+            .contains_key(&ServiceKey::parse("derived-x.default").unwrap())
+    );
     let export = &r.exports[&ServiceKey::parse("echo.default").unwrap()];
     assert_eq!(export.created_at_ms, 1_767_323_045_000);
     assert_eq!(r.exports.len(), 2);
@@ -82,7 +89,11 @@ fn conditions_say_valid_or_why_not_and_change_only_when_needed() {
     assert_eq!((valid.status, valid.reason), ("True", "ServiceExported"));
     let [ghost, conflict] = wanted_conditions(&r, &ServiceKey::parse("ghost.default").unwrap());
     assert_eq!((ghost.status, ghost.reason), ("False", "ServiceNotFound"));
-    assert!(ghost.message.contains("no Service ghost"), "{}", ghost.message);
+    assert!(
+        ghost.message.contains("no Service ghost"),
+        "{}",
+        ghost.message
+    );
     assert_eq!(conflict.status, "False");
 
     let want = wanted_conditions(&r, &ServiceKey::parse("echo.default").unwrap());

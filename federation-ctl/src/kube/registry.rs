@@ -59,11 +59,12 @@ pub enum KubeError {
 pub async fn client(cfg: &KubernetesRegistry) -> Result<Client, KubeError> {
     let config = match &cfg.kubeconfig {
         Some(path) => {
-            let kubeconfig =
-                kube::config::Kubeconfig::read_from(path).map_err(|source| KubeError::Kubeconfig {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|source| {
+                KubeError::Kubeconfig {
                     path: path.clone(),
                     source,
-                })?;
+                }
+            })?;
             kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
                 .await
                 .map_err(|source| KubeError::Kubeconfig {
@@ -230,9 +231,16 @@ impl KubeRegistry {
                 "status": {"conditions": conditions},
             });
             let params = PatchParams::apply(MANAGER).force();
-            match api.patch_status(key.name(), &params, &Patch::Apply(patch)).await {
-                Ok(_) => tracing::info!(export = %key, valid = want[0].status, reason = want[0].reason, "ServiceExport status written"),
-                Err(error) => tracing::warn!(export = %key, %error, "cannot write the ServiceExport status; retried at the next change"),
+            match api
+                .patch_status(key.name(), &params, &Patch::Apply(patch))
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(export = %key, valid = want[0].status, reason = want[0].reason, "ServiceExport status written")
+                }
+                Err(error) => {
+                    tracing::warn!(export = %key, %error, "cannot write the ServiceExport status; retried at the next change")
+                }
             }
         }
     }
@@ -251,9 +259,13 @@ impl KubeRegistry {
             "metadata": {"name": key.name(), "namespace": key.namespace()},
             "spec": {},
         });
-        api.patch(key.name(), &PatchParams::apply(MANAGER), &Patch::Apply(object))
-            .await
-            .map_err(|e| kube_error(format!("create ServiceExport {key}"), &e))?;
+        api.patch(
+            key.name(),
+            &PatchParams::apply(MANAGER),
+            &Patch::Apply(object),
+        )
+        .await
+        .map_err(|e| kube_error(format!("create ServiceExport {key}"), &e))?;
         Ok(())
     }
 
@@ -351,11 +363,18 @@ impl Registry for KubeRegistry {
             format!("namespaces {}", self.namespaces.join(","))
         };
         RegistryStatus {
-            source: format!("kubernetes ({namespaces}; default namespace {})", self.server),
+            source: format!(
+                "kubernetes ({namespaces}; default namespace {})",
+                self.server
+            ),
             loaded_at_ms: *self.loaded_at_ms.lock().unwrap_or_else(|e| e.into_inner()),
             services: r.services.len(),
             exports: r.exports.len(),
-            last_error: self.problem.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            last_error: self
+                .problem
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         }
     }
 
