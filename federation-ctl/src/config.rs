@@ -18,7 +18,7 @@
 //!   # kubernetes:
 //!   #   kubeconfig: ./kubeconfig       # default: in-cluster, then $KUBECONFIG / ~/.kube/config
 //!   #   namespaces: [default]          # where Services and ServiceExports are read; [] = all
-//!   #   gateway_selector: {app: isthmus-gateway}   # the local gateway pods' labels (the default)
+//!   #   gateway_selector: {app.kubernetes.io/name: isthmus-gateway}  # gateway pods' labels (default)
 //! state_dir: ./state/aws             # links, tokens, imports, CLI exports (required; made 0700)
 //! peering:
 //!   listen: 127.0.0.1:0              # default 0.0.0.0:15050; port 0 picks a free port
@@ -170,7 +170,7 @@ pub struct KubernetesRegistry {
 }
 
 /// The default `gateway_selector`, as the gateway Deployment in the manifests labels its pods.
-pub const DEFAULT_GATEWAY_SELECTOR: (&str, &str) = ("app", "isthmus-gateway");
+pub const DEFAULT_GATEWAY_SELECTOR: (&str, &str) = ("app.kubernetes.io/name", "isthmus-gateway");
 
 /// The controller-to-controller listener.
 #[derive(Debug, Clone, PartialEq, Eq)]

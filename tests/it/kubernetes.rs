@@ -273,7 +273,10 @@ fn kubectl_exports_become_imports_through_watch_loss_and_a_controller_crash() ->
         .iter()
         .find(|s| s["metadata"]["name"] == "derived-echo")
         .expect("derived Service");
-    assert_eq!(derived["spec"]["selector"]["app"], "isthmus-gateway");
+    assert_eq!(
+        derived["spec"]["selector"]["app.kubernetes.io/name"],
+        "isthmus-gateway"
+    );
     assert_eq!(derived["metadata"]["ownerReferences"][0]["uid"], si_uid);
     let egress_port = derived["spec"]["ports"][0]["targetPort"]
         .as_u64()
@@ -400,7 +403,7 @@ metadata:
   name: derived-stale
   namespace: default
   labels: {app.kubernetes.io/managed-by: isthmus-controller, multicluster.kubernetes.io/service-name: stale}
-spec: {selector: {app: isthmus-gateway}, ports: [{name: http, port: 8080, targetPort: 15000}]}
+spec: {selector: {app.kubernetes.io/name: isthmus-gateway}, ports: [{name: http, port: 8080, targetPort: 15000}]}
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice

@@ -408,7 +408,10 @@ fn kubernetes_registry_gets_defaults_and_resolves_the_kubeconfig() {
     assert_eq!(k.namespaces, ["default", "shop"]);
     assert_eq!(
         k.gateway_selector.into_iter().collect::<Vec<_>>(),
-        [("app".to_owned(), "isthmus-gateway".to_owned())]
+        [(
+            "app.kubernetes.io/name".to_owned(),
+            "isthmus-gateway".to_owned()
+        )]
     );
     let c = at(&with("registry", "{ kubernetes: {} }")).expect("valid");
     assert!(matches!(

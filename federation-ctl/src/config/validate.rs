@@ -303,7 +303,7 @@ impl Cx<'_> {
                 return Err(self.invalid(
                     "registry.kubernetes.gateway_selector",
                     "empty: derived Services would select no pod",
-                    "give the gateway pods' labels, e.g. {app: isthmus-gateway}",
+                    "give the gateway pods' labels, e.g. {app.kubernetes.io/name: isthmus-gateway}",
                 ));
             }
             Some(s) => {
