@@ -131,32 +131,23 @@ impl Writer {
                 self.finish_deletion(&si).await?;
             }
         }
-        let services: Api<Service> = Api::all(self.client.clone());
         let wanted_services: BTreeSet<(&str, &str)> = desired
             .values()
             .map(|d| (d.key.namespace(), d.service_name.as_str()))
             .collect();
-        for svc in list(&services, &managed).await? {
-            let ns = svc.namespace().unwrap_or_default();
-            if !wanted_services.contains(&(ns.as_str(), svc.name_any().as_str())) {
-                delete(&Api::<Service>::namespaced(self.client.clone(), &ns), &svc).await?;
-            }
-        }
-        let slices: Api<EndpointSlice> = Api::all(self.client.clone());
+        self.prune::<Service>(None, &managed, |ns, name| {
+            wanted_services.contains(&(ns, name))
+        })
+        .await?;
         let wanted_slices: BTreeSet<(&str, &str)> = desired
             .values()
             .flat_map(|d| d.slices.keys().map(|n| (d.key.namespace(), n.as_str())))
             .collect();
-        for slice in list(&slices, &format!("{LABEL_SLICE_MANAGED_BY}={MANAGER}")).await? {
-            let ns = slice.namespace().unwrap_or_default();
-            if !wanted_slices.contains(&(ns.as_str(), slice.name_any().as_str())) {
-                delete(
-                    &Api::<EndpointSlice>::namespaced(self.client.clone(), &ns),
-                    &slice,
-                )
-                .await?;
-            }
-        }
+        let slices = format!("{LABEL_SLICE_MANAGED_BY}={MANAGER}");
+        self.prune::<EndpointSlice>(None, &slices, |ns, name| {
+            wanted_slices.contains(&(ns, name))
+        })
+        .await?;
         Ok(())
     }
 
@@ -165,24 +156,12 @@ impl Writer {
         let ns = si.namespace().unwrap_or_default();
         let name = si.name_any();
         let of_import = format!("{LABEL_SERVICE_NAME}={name}");
-        let services: Api<Service> = Api::namespaced(self.client.clone(), &ns);
-        for svc in list(
-            &services,
-            &format!("{of_import},{LABEL_MANAGED_BY}={MANAGER}"),
-        )
-        .await?
-        {
-            delete(&services, &svc).await?;
-        }
-        let slices: Api<EndpointSlice> = Api::namespaced(self.client.clone(), &ns);
-        for slice in list(
-            &slices,
-            &format!("{of_import},{LABEL_SLICE_MANAGED_BY}={MANAGER}"),
-        )
-        .await?
-        {
-            delete(&slices, &slice).await?;
-        }
+        let none = |_: &str, _: &str| false;
+        let services = format!("{of_import},{LABEL_MANAGED_BY}={MANAGER}");
+        self.prune::<Service>(Some(&ns), &services, none).await?;
+        let slices = format!("{of_import},{LABEL_SLICE_MANAGED_BY}={MANAGER}");
+        self.prune::<EndpointSlice>(Some(&ns), &slices, none)
+            .await?;
         let rest: Vec<&String> = si.finalizers().iter().filter(|f| *f != FINALIZER).collect();
         if rest.len() != si.finalizers().len() {
             let api: Api<ServiceImport> = Api::namespaced(self.client.clone(), &ns);
@@ -196,6 +175,36 @@ impl Writer {
             )?;
         }
         tracing::info!(import = %format!("{name}.{ns}"), "ServiceImport and derived objects deleted");
+        Ok(())
+    }
+}
+
+impl Writer {
+    /// Deletes the objects matching `selector` (in `namespace`, or in all) that `keep`
+    /// (namespace, name) does not keep.
+    async fn prune<K>(
+        &self,
+        namespace: Option<&str>,
+        selector: &str,
+        keep: impl Fn(&str, &str) -> bool,
+    ) -> Result<(), kube::Error>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        let api: Api<K> = match namespace {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
+        };
+        for object in list(&api, selector).await? {
+            let ns = object.namespace().unwrap_or_default();
+            if !keep(&ns, &object.name_any()) {
+                delete(&Api::<K>::namespaced(self.client.clone(), &ns), &object).await?;
+            }
+        }
         Ok(())
     }
 }
