@@ -3,7 +3,8 @@
 //! ServiceExport applied with the real `kubectl` in b become a ServiceImport, a derived Service
 //! and EndpointSlices in a; calls to the derived Service's target port cross both gateways to
 //! b's endpoint; deleting the export removes them; forced watch disconnects and `410 Gone`
-//! while exports come and go leave a's objects exactly as expected.
+//! while exports come and go leave a's objects exactly as expected; a restarted controller
+//! removes what was left behind, and unlinking removes the rest.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -384,6 +385,14 @@ fn kubectl_exports_become_imports_through_watch_loss_and_a_controller_crash() ->
         |i| *i == Imported::of(&["echo", "second"]),
     );
     println!("after a controller crash: {after_crash:?}");
+
+    // Removing the link removes every import it brought.
+    w.topo.clusters[0].unlink("b")?;
+    wait_until(
+        "a's objects removed after unlinking b",
+        || api_a.imported(),
+        |i| *i == Imported::of(&[]),
+    );
     Ok(())
 }
 

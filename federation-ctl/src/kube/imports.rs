@@ -68,10 +68,16 @@ impl Writer {
     /// One pass: apply what is desired, then remove what is not.
     pub async fn pass(&self, view: &ImportsView) -> Result<(), kube::Error> {
         let desired = derive::derive_all(view, &self.gateway_selector, self.egress_address);
+        // One import that cannot be written (its namespace missing, say) holds up no other.
+        let mut failed = None;
         for d in desired.values() {
-            self.apply(d).await?;
+            if let Err(error) = self.apply(d).await {
+                tracing::warn!(import = %d.key, %error, "cannot write the import's objects");
+                failed.get_or_insert(error);
+            }
         }
-        self.remove_undesired(&desired).await
+        self.remove_undesired(&desired).await?;
+        failed.map_or(Ok(()), Err)
     }
 
     async fn apply(&self, d: &Derived) -> Result<(), kube::Error> {
