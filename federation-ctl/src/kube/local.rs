@@ -11,10 +11,10 @@ use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::mcs::{CONDITION_CONFLICT, CONDITION_VALID, ServiceExport};
+use super::mcs::{CONDITION_CONFLICT, CONDITION_VALID, ServiceExport, ServiceExportStatus};
 use crate::model::{self, Endpoint, ExportTo, LocalExport, LocalService, ServiceKey};
 
 /// The label naming an EndpointSlice's Service.
@@ -26,12 +26,57 @@ pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// The field manager and the `managed-by` value of everything the controller writes.
 pub const MANAGER: &str = "isthmus-controller";
 
+/// A ServiceExport as the registry reads it: metadata and status only, so an object without
+/// `spec` (the upstream MCS CRD has none) or with a status it cannot read is still an export
+/// rather than an error that stalls the whole watch.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct ExportObject {
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub status: Option<serde_json::Value>,
+}
+
+impl ExportObject {
+    /// The conditions it carries; none when its status is unreadable (they are rewritten).
+    pub fn conditions(&self) -> Vec<Condition> {
+        self.status
+            .clone()
+            .and_then(|s| serde_json::from_value::<ServiceExportStatus>(s).ok())
+            .map(|s| s.conditions)
+            .unwrap_or_default()
+    }
+}
+
+impl kube::Resource for ExportObject {
+    type DynamicType = ();
+    type Scope = k8s_openapi::NamespaceResourceScope;
+
+    fn kind(dt: &()) -> std::borrow::Cow<'_, str> {
+        ServiceExport::kind(dt)
+    }
+    fn group(dt: &()) -> std::borrow::Cow<'_, str> {
+        ServiceExport::group(dt)
+    }
+    fn version(dt: &()) -> std::borrow::Cow<'_, str> {
+        ServiceExport::version(dt)
+    }
+    fn plural(dt: &()) -> std::borrow::Cow<'_, str> {
+        ServiceExport::plural(dt)
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
 /// Builds the registry from the objects read. Objects the controller wrote itself (derived
 /// Services and EndpointSlices) are not local services.
 pub fn registry(
     services: &[Service],
     slices: &[EndpointSlice],
-    exports: &[ServiceExport],
+    exports: &[ExportObject],
 ) -> model::Registry {
     let mut by_service: BTreeMap<(String, String), Vec<&EndpointSlice>> = BTreeMap::new();
     for slice in slices {
@@ -100,9 +145,7 @@ pub fn registry(
 }
 
 /// `name.namespace` of an object, when both are valid names.
-pub fn key_of(
-    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-) -> Option<ServiceKey> {
+pub fn key_of(meta: &ObjectMeta) -> Option<ServiceKey> {
     ServiceKey::new(meta.name.as_deref()?, meta.namespace.as_deref()?).ok()
 }
 

@@ -6,7 +6,7 @@ fn from<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
     serde_json::from_value(v).expect("object parses")
 }
 
-fn objects() -> (Vec<Service>, Vec<EndpointSlice>, Vec<ServiceExport>) {
+fn objects() -> (Vec<Service>, Vec<EndpointSlice>, Vec<ExportObject>) {
     let services = vec![
         from(json!({"metadata": {"name": "echo", "namespace": "default"},
             "spec": {"ports": [{"name": "http", "port": 8080, "targetPort": "web"},
@@ -35,7 +35,11 @@ fn objects() -> (Vec<Service>, Vec<EndpointSlice>, Vec<ServiceExport>) {
     let exports = vec![
         from(json!({"metadata": {"name": "echo", "namespace": "default",
             "creationTimestamp": "2026-01-02T03:04:05Z"}, "spec": {}})),
-        from(json!({"metadata": {"name": "ghost", "namespace": "default"}, "spec": {}})),
+        // No spec (as the upstream MCS CRD has none), a status it cannot read: still an export.
+        from(
+            json!({"metadata": {"name": "ghost", "namespace": "default"},
+            "status": {"conditions": "garbage"}}),
+        ),
     ];
     (services, slices, exports)
 }
@@ -102,4 +106,14 @@ fn conditions_say_valid_or_why_not_and_change_only_when_needed() {
     assert_eq!(conditions_update(&first, &want, later.clone()), None);
     let invalid = conditions_update(&first, &[ghost], later.clone()).expect("changed");
     assert_eq!(invalid[0].last_transition_time, later);
+}
+
+#[test]
+fn an_unreadable_export_status_reads_as_no_conditions() {
+    let (_, _, exports) = objects();
+    assert!(exports[1].conditions().is_empty());
+    let ok: ExportObject = from(json!({"metadata": {"name": "x", "namespace": "d"},
+        "status": {"conditions": [{"type": "Valid", "status": "True", "reason": "R",
+            "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}}));
+    assert_eq!(ok.conditions()[0].type_, "Valid");
 }

@@ -22,7 +22,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use tokio::sync::{Notify, watch};
 
-use super::local::{self, MANAGER};
+use super::local::{self, ExportObject, MANAGER};
 use super::mcs::ServiceExport;
 use crate::config::KubernetesRegistry;
 use crate::model::{self, ExportTo, ServiceKey};
@@ -112,7 +112,7 @@ pub struct KubeRegistry {
     server: String,
     services: Stores<Service>,
     slices: Stores<EndpointSlice>,
-    exports: Stores<ServiceExport>,
+    exports: Stores<ExportObject>,
     changed: Arc<Notify>,
     tx: watch::Sender<Arc<model::Registry>>,
     problem: Arc<Mutex<Option<RegistryProblem>>>,
@@ -137,7 +137,7 @@ impl KubeRegistry {
             "endpointslices",
             watcher::Config::default().labels(local::LABEL_SLICE_SERVICE),
         );
-        let exports = spawn.stores::<ServiceExport>("serviceexports", watcher::Config::default());
+        let exports = spawn.stores::<ExportObject>("serviceexports", watcher::Config::default());
         let sync = async {
             if !services.ready().await {
                 return Err(KubeError::Sync("services"));
@@ -214,13 +214,9 @@ impl KubeRegistry {
                 continue;
             };
             let want = local::wanted_conditions(&registry, &key);
-            let current = export
-                .status
-                .as_ref()
-                .map(|s| s.conditions.as_slice())
-                .unwrap_or_default();
             let now = Time(k8s_openapi::jiff::Timestamp::now());
-            let Some(conditions) = local::conditions_update(current, &want, now) else {
+            let Some(conditions) = local::conditions_update(&export.conditions(), &want, now)
+            else {
                 continue;
             };
             let api: Api<ServiceExport> = Api::namespaced(self.client.clone(), key.namespace());
