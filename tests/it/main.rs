@@ -5,6 +5,7 @@ mod envoy;
 mod faults;
 mod federation;
 mod hostile;
+mod hostile_dns;
 mod load;
 mod netns;
 mod operate;
