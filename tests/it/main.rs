@@ -1,6 +1,7 @@
 //! End-to-end scenarios with real processes: `trust-bundle`, `east-west-gateway` and
 //! `federation-ctl` on loopback, in network namespaces, and with Envoy.
 
+mod clock;
 mod envoy;
 mod faults;
 mod federation;
