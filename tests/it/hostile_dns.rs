@@ -114,6 +114,9 @@ fn assert_serving(dns: SocketAddr, case: &str) {
     );
 }
 
+/// (case, message, the outcomes allowed: `Some(rcode)` answered, `None` dropped).
+type Case = (&'static str, Vec<u8>, &'static [Option<u8>]);
+
 /// Runs every case against `dns`; `controller` is the process serving it (for its log).
 pub(crate) fn dns_matrix(dns: SocketAddr, controller: &multicloud::process::Process) {
     assert_serving(dns, "nothing");
@@ -139,8 +142,7 @@ pub(crate) fn dns_matrix(dns: SocketAddr, controller: &multicloud::process::Proc
         q[2] |= 0x80; // QR: a response, as a reflection attack would send
         q
     };
-    // (case, datagram, the outcome: Some(rcode) answered, None dropped, or either)
-    let udp_cases: [(&str, Vec<u8>, &[Option<u8>]); 6] = [
+    let udp_cases: [Case; 6] = [
         (
             "5 bytes of garbage (shorter than a header)",
             b"\xff\x00abc".to_vec(),

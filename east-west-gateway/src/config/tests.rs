@@ -38,7 +38,7 @@ fn minimal_config_gets_defaults() {
     assert_eq!(c.watch_interval, Some(DEFAULT_WATCH_INTERVAL));
     assert_eq!(
         c.limits.max_concurrent_handshakes,
-        super::DEFAULT_MAX_CONCURRENT_HANDSHAKES
+        DEFAULT_MAX_CONCURRENT_HANDSHAKES
     );
     assert_eq!(c.routes[0].mode, Mode::Passthrough);
     assert_eq!(c.routes[0].endpoints[0].weight, 1);
