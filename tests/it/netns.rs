@@ -133,16 +133,12 @@ fn a_peer_cut_off_by_its_link_going_down_is_failed_over_withdrawn_and_back_on_li
     let [a, b, c] = &w.topo.clusters[..] else {
         unreachable!()
     };
-    a.join(&b.token()?)?;
-    a.join(&c.token()?)?;
-    b.export(ECHO)?;
-    c.export(ECHO)?;
+    crate::world::import_echo_from_two(a, b, c)?;
     let sources = |n: usize| {
         move |i: Option<&serde_json::Value>| {
             i.is_some_and(|i| i["sources"].as_array().map(Vec::len) == Some(n))
         }
     };
-    a.wait_import("imported from b and c", ECHO, sources(2))?;
     let listener = a.listener(ECHO)?;
     let netns_a = w.net.site("a")?.netns.clone();
     let call = {
