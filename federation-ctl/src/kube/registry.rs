@@ -109,7 +109,6 @@ where
 pub struct KubeRegistry {
     client: Client,
     namespaces: Vec<String>,
-    server: String,
     services: Stores<Service>,
     slices: Stores<EndpointSlice>,
     exports: Stores<ExportObject>,
@@ -155,7 +154,6 @@ impl KubeRegistry {
             .await
             .map_err(|_| failed())??;
         let registry = Arc::new(Self {
-            server: client.default_namespace().to_owned(),
             client,
             namespaces,
             services,
@@ -359,10 +357,7 @@ impl Registry for KubeRegistry {
             format!("namespaces {}", self.namespaces.join(","))
         };
         RegistryStatus {
-            source: format!(
-                "kubernetes ({namespaces}; default namespace {})",
-                self.server
-            ),
+            source: format!("kubernetes ({namespaces})"),
             loaded_at_ms: *self.loaded_at_ms.lock().unwrap_or_else(|e| e.into_inner()),
             services: r.services.len(),
             exports: r.exports.len(),
