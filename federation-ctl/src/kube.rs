@@ -26,10 +26,28 @@ pub use mcs::{ServiceExport, ServiceExportStatus, ServiceImport, ServiceImportSp
 /// Every CustomResourceDefinition Isthmus installs, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![
-        ServiceExport::crd(),
+        spec_optional(ServiceExport::crd()),
         ServiceImport::crd(),
         ClusterLink::crd(),
     ]
+}
+
+/// A KEP-1645 `ServiceExport` has no spec, and the upstream examples write none; the derive
+/// marks `spec` required, which a real API server would enforce, so drop it from `required`.
+fn spec_optional(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    for version in &mut crd.spec.versions {
+        let schema = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut());
+        if let Some(schema) = schema {
+            let mut required = schema.required.take().unwrap_or_default();
+            required.retain(|field| field != "spec");
+            // An empty `required` is invalid in OpenAPI v3 (minItems 1): leave it out.
+            schema.required = (!required.is_empty()).then_some(required);
+        }
+    }
+    crd
 }
 
 /// The CRDs as a multi-document YAML stream, what `federation-ctl crds` prints.

@@ -44,3 +44,15 @@ fn crds_yaml_is_a_stream_of_three_documents_with_status_subresources() {
         serde_json::json!(["ClusterSetIP", "Headless"])
     );
 }
+
+#[test]
+fn a_service_export_needs_no_spec() {
+    let yaml = crds_yaml().expect("serializes");
+    let export: serde_json::Value = serde_yaml_ng::Deserializer::from_str(&yaml)
+        .map(|d| serde::Deserialize::deserialize(d).expect("each document parses"))
+        .next()
+        .expect("a first document");
+    let schema = &export["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+    let required = schema["required"].as_array().cloned().unwrap_or_default();
+    assert!(!required.iter().any(|f| f == "spec"), "{schema}");
+}
