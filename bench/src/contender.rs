@@ -332,8 +332,14 @@ fn command(name: Name, bins: &Binaries, config: &Path, log: &Path) -> Command {
             // multi-thread runtime with the one worker TOKIO_WORKER_THREADS sets). Access logs
             // off, as theirs are.
             cmd.env("TOKIO_WORKER_THREADS", "1").env("EWG_LOG", "warn");
-            if std::env::var_os("EWG_WORKERS").is_none() {
-                cmd.arg("--workers").arg("1");
+            match std::env::var_os("EWG_WORKERS") {
+                None => {
+                    cmd.arg("--workers").arg("1");
+                }
+                Some(workers) if workers.is_empty() => {
+                    cmd.env_remove("EWG_WORKERS");
+                }
+                Some(_) => {}
             }
         }
         Name::Envoy => {

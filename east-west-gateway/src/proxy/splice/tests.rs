@@ -453,7 +453,11 @@ async fn a_copy_buffer_grows_while_reads_fill_it_and_is_released_while_waiting()
     // Nothing to read: the poll waits, and an idle connection holds no buffer meanwhile.
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     assert!(buf.poll_read(&mut reader, &mut cx).is_pending());
-    assert_eq!(buf.bytes.capacity(), 0, "the buffer is released while waiting");
+    assert_eq!(
+        buf.bytes.capacity(),
+        0,
+        "the buffer is released while waiting"
+    );
 
     writer.write_all(b"more").await.expect("write");
     let n = buf.read(&mut reader).await.expect("read");
