@@ -327,8 +327,20 @@ fn command(name: Name, bins: &Binaries, config: &Path, log: &Path) -> Command {
         Name::Isthmus | Name::Direct => {
             cmd = Command::new(&bins.gateway);
             cmd.arg("--config").arg(config);
-            // One worker thread, as every other contender; access logs off, as theirs are.
+            // One worker, as every other contender: a current-thread runtime (`--workers 1`).
+            // To compare runtimes, EWG_WORKERS in the environment replaces the flag (empty: a
+            // multi-thread runtime with the one worker TOKIO_WORKER_THREADS sets). Access logs
+            // off, as theirs are.
             cmd.env("TOKIO_WORKER_THREADS", "1").env("EWG_LOG", "warn");
+            match std::env::var_os("EWG_WORKERS") {
+                None => {
+                    cmd.arg("--workers").arg("1");
+                }
+                Some(workers) if workers.is_empty() => {
+                    cmd.env_remove("EWG_WORKERS");
+                }
+                Some(_) => {}
+            }
         }
         Name::Envoy => {
             cmd = Command::new(&bins.envoy);

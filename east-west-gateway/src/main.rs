@@ -36,6 +36,11 @@ struct Args {
     /// one with SIGTERM once the new one is ready.
     #[arg(long, value_name = "PATH", env = "EWG_HANDOVER")]
     handover: Option<PathBuf>,
+    /// Threads that run connections (default: one per CPU). 1 runs everything on the main
+    /// thread (a current-thread runtime): no cross-thread wakeups or work stealing, the
+    /// cheapest setup when the gateway is given a single core.
+    #[arg(long, value_name = "N", env = "EWG_WORKERS", value_parser = clap::value_parser!(u16).range(1..))]
+    workers: Option<u16>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -91,7 +96,7 @@ fn main() -> ExitCode {
             }
         }
     };
-    match run(source, args.ready_file, args.handover) {
+    match run(source, args.ready_file, args.handover, args.workers) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -136,13 +141,23 @@ fn run(
     source: app::Source,
     ready_file: Option<PathBuf>,
     handover: Option<PathBuf>,
+    workers: Option<u16>,
 ) -> anyhow::Result<()> {
     let max_connections = match &source {
         app::Source::File { config, .. } => config.ingress.max_connections,
         app::Source::Controller { bootstrap, .. } => bootstrap.initial().ingress.max_connections,
     };
     raise_open_file_limit(max_connections);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = match workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(usize::from(n));
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = builder
         .enable_all()
         .build()
         .context("building the tokio runtime")?;

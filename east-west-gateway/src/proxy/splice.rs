@@ -9,7 +9,7 @@
 //! outcome):
 //!
 //! - [`pump`] copies through userspace with an adaptive buffer per direction (4 KiB, doubling
-//!   up to `upstream.buffer_bytes`). Every TLS leg uses it (terminate, mTLS egress): rustls
+//!   up to `upstream.buffer_bytes`), held only while bytes flow ([`Buffer`]). Every TLS leg uses it (terminate, mTLS egress): rustls
 //!   needs the bytes.
 //! - [`pump_tcp`] joins two plain TCP sockets (passthrough routes after the replayed
 //!   ClientHello, passthrough egress). With `upstream.splice: auto` (the default) on Linux it
@@ -61,10 +61,10 @@ use super::Outcome;
 use crate::config::Splice;
 use crate::drain;
 
-/// First copy buffer per direction; grows by doubling up to `upstream.buffer_bytes`. Small,
-/// because an idle connection keeps it: 16 KiB here made an idle terminated connection cost
-/// 72 KiB across the two gateways of an mTLS chain (bench, 1000 connections); a bulk transfer
-/// still reaches 256 KiB within seven full reads.
+/// First copy buffer per direction; grows by doubling up to `upstream.buffer_bytes`. Small, so
+/// chatty connections stay cheap (16 KiB here, kept while idle, made an idle terminated
+/// connection cost 72 KiB across the two gateways of an mTLS chain); a bulk transfer still
+/// reaches 256 KiB within seven full reads.
 const INITIAL_BUFFER_BYTES: usize = 4 * 1024;
 
 /// Where one direction's bytes are counted: the connection's own total and a metric.
@@ -226,25 +226,76 @@ impl<'a> Half<'a> {
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
-        // Start small and grow while reads fill the buffer: idle and chatty connections stay
-        // cheap, bulk transfers reach the configured size within a few reads.
-        let mut buf = vec![0u8; INITIAL_BUFFER_BYTES.min(max_buffer)];
+        let mut buf = Buffer::new(INITIAL_BUFFER_BYTES.min(max_buffer), max_buffer);
         loop {
-            let n = from.read(&mut buf).await?;
+            let n = buf.read(from).await?;
             if n == 0 {
                 // Propagate the half-close; if the peer is already gone the other direction
                 // reports the error.
                 let _ = to.shutdown().await;
                 return Ok(());
             }
-            if n == buf.len() && buf.len() < max_buffer {
-                let grown = (buf.len() * 2).min(max_buffer);
-                buf.resize(grown, 0);
-            }
-            to.write_all(&buf[..n]).await?;
+            to.write_all(buf.filled()).await?;
             // TLS writers buffer a record; push it out now (a no-op on plain TCP).
             to.flush().await?;
             self.record(n);
         }
+    }
+}
+
+/// One direction's copy buffer, held only while bytes flow: a read that would wait releases
+/// it (an idle connection keeps none), the next readiness takes a fresh one of the size
+/// reached so far. Starts small and doubles while reads fill it, so chatty connections stay
+/// cheap and bulk transfers reach `max` within a few reads.
+struct Buffer {
+    bytes: Vec<u8>,
+    /// Capacity to take on the next read.
+    size: usize,
+    max: usize,
+}
+
+impl Buffer {
+    fn new(size: usize, max: usize) -> Self {
+        Self {
+            bytes: Vec::new(),
+            size,
+            max,
+        }
+    }
+
+    /// Reads once into a fresh buffer; `Ok(0)` is EOF.
+    async fn read<R: AsyncRead + Unpin>(&mut self, from: &mut R) -> io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_read(from, cx)).await
+    }
+
+    fn poll_read<R: AsyncRead + Unpin>(
+        &mut self,
+        from: &mut R,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<usize>> {
+        use std::task::Poll;
+        self.bytes.clear();
+        self.bytes.reserve_exact(self.size);
+        // read_buf fills the spare capacity: no zeroing of a buffer refilled every read. Its
+        // future holds only the two borrows, so one is made per poll.
+        let read = std::pin::pin!(from.read_buf(&mut self.bytes));
+        match read.poll(cx) {
+            Poll::Pending => {
+                // Nothing was read and the waker is registered: give the memory back.
+                self.bytes = Vec::new();
+                Poll::Pending
+            }
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            Poll::Ready(Ok(n)) => {
+                if n >= self.size && self.size < self.max {
+                    self.size = (self.size * 2).min(self.max);
+                }
+                Poll::Ready(Ok(n))
+            }
+        }
+    }
+
+    fn filled(&self) -> &[u8] {
+        &self.bytes
     }
 }

@@ -440,3 +440,29 @@ fn pipes_grow_to_the_buffer_limit_and_no_further() {
     let small = pipe::Pipe::new(16 * 1024).expect("pipe");
     assert_eq!(small.capacity(), 16 * 1024);
 }
+
+#[tokio::test]
+async fn a_copy_buffer_grows_while_reads_fill_it_and_is_released_while_waiting() {
+    let (mut writer, mut reader) = tokio::io::duplex(64 * 1024);
+    let mut buf = Buffer::new(4096, 16 * 1024);
+    writer.write_all(&[7u8; 4096]).await.expect("write");
+    let n = buf.read(&mut reader).await.expect("read");
+    assert_eq!((n, buf.filled()), (4096, &[7u8; 4096][..]));
+    assert_eq!(buf.size, 8192, "a full read doubles the next buffer");
+
+    // Nothing to read: the poll waits, and an idle connection holds no buffer meanwhile.
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(buf.poll_read(&mut reader, &mut cx).is_pending());
+    assert_eq!(
+        buf.bytes.capacity(),
+        0,
+        "the buffer is released while waiting"
+    );
+
+    writer.write_all(b"more").await.expect("write");
+    let n = buf.read(&mut reader).await.expect("read");
+    assert_eq!((n, buf.filled()), (4, &b"more"[..]));
+    assert!(buf.bytes.capacity() >= 8192, "the size reached is kept");
+    drop(writer);
+    assert_eq!(buf.read(&mut reader).await.expect("eof"), 0);
+}
