@@ -98,7 +98,13 @@ const ALL_APPLIED: Metric = metric(
     Better::Lower,
     Some("≤ 2000"),
 );
-const HUB_PUSHES: Metric = metric(SYNC, "configs applied by A's gateway", "count", Better::Lower, None);
+const HUB_PUSHES: Metric = metric(
+    SYNC,
+    "configs applied by A's gateway",
+    "count",
+    Better::Lower,
+    None,
+);
 const MEM_PER_PEER: Metric = metric(
     SYNC,
     "A controller + gateway RSS growth per remote cluster",
@@ -120,7 +126,13 @@ const GW_MEM_PER_PEER: Metric = metric(
     Better::Lower,
     None,
 );
-const HUB_RSS: Metric = metric(SYNC, "A controller + gateway RSS after sync", "MB", Better::Lower, None);
+const HUB_RSS: Metric = metric(
+    SYNC,
+    "A controller + gateway RSS after sync",
+    "MB",
+    Better::Lower,
+    None,
+);
 const SYNC_CPU: Metric = metric(
     SYNC,
     "CPU of every controller and gateway, joins to settled",
@@ -196,7 +208,10 @@ fn initial_sync(
     results: &mut ControlResults,
 ) -> anyhow::Result<()> {
     let hub = &world.hub;
-    let (ctl0, gw0) = (rss_kib(&[hub.controller.pid()]), rss_kib(&[hub.gateway.pid()]));
+    let (ctl0, gw0) = (
+        rss_kib(&[hub.controller.pid()]),
+        rss_kib(&[hub.gateway.pid()]),
+    );
     let all = world.all_pids();
     let cpu0 = cpu_seconds(&all);
     for c in std::iter::once(hub).chain(&world.peers) {
@@ -215,7 +230,10 @@ fn initial_sync(
         let bound = e["egress"].as_object().map_or(0, |m| m.len());
         let failed = e["egress_errors"].as_object().map_or(0, |m| m.len());
         if failed > 0 {
-            bail!("A's gateway could not bind {failed} egress listener(s): {}", e["egress_errors"]);
+            bail!(
+                "A's gateway could not bind {failed} egress listener(s): {}",
+                e["egress_errors"]
+            );
         }
         if bound == want {
             break at;
@@ -235,7 +253,10 @@ fn initial_sync(
         .filter(|(_, e)| proc::applied(e))
         .count();
     let cpu = cpu_seconds(&all) - cpu0;
-    let (ctl1, gw1) = (rss_kib(&[hub.controller.pid()]), rss_kib(&[hub.gateway.pid()]));
+    let (ctl1, gw1) = (
+        rss_kib(&[hub.controller.pid()]),
+        rss_kib(&[hub.gateway.pid()]),
+    );
     check_routes(world)?;
     let peers = plan.shape.peers as f64;
     let per_peer = |before: u64, after: u64| Some(mb(after.saturating_sub(before)) / peers);
@@ -298,7 +319,8 @@ fn churn(
     let peer = &world.peers[0];
     let registry = peer.dir.join("registry.yaml");
     let gateways: Vec<&world::Cluster> = std::iter::once(&world.hub).chain(&world.peers).collect();
-    let applied_in = |events: Vec<proc::Event>| events.iter().filter(|(_, e)| proc::applied(e)).count();
+    let applied_in =
+        |events: Vec<proc::Event>| events.iter().filter(|(_, e)| proc::applied(e)).count();
     for c in &gateways {
         c.gateway.drain();
     }

@@ -258,7 +258,9 @@ pub async fn start(
     let full_resync = match std::env::var(SYNC_ENV).as_deref() {
         Err(_) | Ok("" | "delta") => false,
         Ok("full-resync") => {
-            tracing::warn!("{SYNC_ENV}=full-resync: full snapshots to peers and uncoalesced gateway pushes on every change (a benchmark baseline, not for production)");
+            tracing::warn!(
+                "{SYNC_ENV}=full-resync: full snapshots to peers and uncoalesced gateway pushes on every change (a benchmark baseline, not for production)"
+            );
             true
         }
         Ok(other) => anyhow::bail!(

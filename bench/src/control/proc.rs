@@ -86,7 +86,11 @@ impl Proc {
                 bail!("{}: no `{what}` event in time; {}", self.name, self.tail())
             }
             Err(RecvTimeoutError::Disconnected) => {
-                bail!("{}: exited before a `{what}` event; {}", self.name, self.tail())
+                bail!(
+                    "{}: exited before a `{what}` event; {}",
+                    self.name,
+                    self.tail()
+                )
             }
         }
     }

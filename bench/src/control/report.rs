@@ -101,7 +101,11 @@ impl ControlResults {
         let _ = writeln!(
             out,
             "\nControl plane: {} peer clusters × {} services × {} endpoints per peer (spread over its services), all exported to cluster `a`; churn: {} changes, one per second. Isthmus against the naive full-resync implementation of the same model (`FEDERATION_SYNC=full-resync`), same run; {:.0} s.\n",
-            self.peers, self.services_per_peer, self.endpoints_per_peer, self.churn_changes, self.duration_s
+            self.peers,
+            self.services_per_peer,
+            self.endpoints_per_peer,
+            self.churn_changes,
+            self.duration_s
         );
         let _ = writeln!(
             out,

@@ -50,7 +50,9 @@ pub(crate) struct Bins {
 impl Bins {
     /// `federation-ctl` and `trust-bundle` next to the gateway binary.
     pub(crate) fn next_to(gateway: &Path) -> anyhow::Result<Self> {
-        let dir = gateway.parent().context("the gateway binary has no directory")?;
+        let dir = gateway
+            .parent()
+            .context("the gateway binary has no directory")?;
         let bins = Self {
             ctl: dir.join("federation-ctl"),
             trust: dir.join("trust-bundle"),
@@ -176,15 +178,25 @@ fn run(cmd: &mut Command) -> anyhow::Result<String> {
 impl World {
     /// Writes every file and starts every process (gateways first, then controllers, all at
     /// once), then waits for each gateway's first config. Nothing is linked yet.
-    pub(crate) fn start(bins: &Bins, work: &Path, shape: Shape, mode: Mode) -> anyhow::Result<Self> {
+    pub(crate) fn start(
+        bins: &Bins,
+        work: &Path,
+        shape: Shape,
+        mode: Mode,
+    ) -> anyhow::Result<Self> {
         if work.exists() {
             std::fs::remove_dir_all(work)?;
         }
         std::fs::create_dir_all(work)?;
         let work = work.canonicalize()?;
-        run(Command::new(&bins.trust)
-            .current_dir(&work)
-            .args(["root", "create", "--trust-domain", TRUST_DOMAIN, "--out", "root"]))?;
+        run(Command::new(&bins.trust).current_dir(&work).args([
+            "root",
+            "create",
+            "--trust-domain",
+            TRUST_DOMAIN,
+            "--out",
+            "root",
+        ]))?;
         run(Command::new(&bins.trust).current_dir(&work).args([
             "bundle",
             "build",
@@ -246,7 +258,9 @@ impl World {
                 ready[field]
                     .as_str()
                     .and_then(|s| s.parse().ok())
-                    .with_context(|| format!("{name}'s gateway ready event has no {field}: {ready}"))
+                    .with_context(|| {
+                        format!("{name}'s gateway ready event has no {field}: {ready}")
+                    })
             };
             let (ingress, admin) = (address("ingress")?, address("admin")?);
             std::fs::write(
@@ -298,7 +312,11 @@ impl World {
         let tokens = self
             .peers
             .iter()
-            .map(|_| Ok(run(self.ctl(&self.hub).args(["link", "token"]))?.trim().to_owned()))
+            .map(|_| {
+                Ok(run(self.ctl(&self.hub).args(["link", "token"]))?
+                    .trim()
+                    .to_owned())
+            })
             .collect::<anyhow::Result<Vec<String>>>()?;
         let started = Instant::now();
         let joins = self
@@ -348,7 +366,10 @@ pub(crate) fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
         .split_once("\r\n\r\n")
         .with_context(|| format!("GET {path} on {addr}: no HTTP response"))?;
     if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        bail!("GET {path} on {addr}: {}", head.lines().next().unwrap_or(""));
+        bail!(
+            "GET {path} on {addr}: {}",
+            head.lines().next().unwrap_or("")
+        );
     }
     Ok(body.to_owned())
 }
