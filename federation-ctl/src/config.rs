@@ -14,6 +14,11 @@
 //! registry:                          # required; one kind
 //!   file: ./registry.yaml            # services and exports (see `registry`)
 //!   watch_interval: 500ms            # poll for edits (default 1s)
+//!   # or, instead of `file`:
+//!   # kubernetes:
+//!   #   kubeconfig: ./kubeconfig       # default: in-cluster, then $KUBECONFIG / ~/.kube/config
+//!   #   namespaces: [default]          # where Services and ServiceExports are read; [] = all
+//!   #   gateway_selector: {app.kubernetes.io/name: isthmus-gateway}  # gateway pods' labels (default)
 //! state_dir: ./state/aws             # links, tokens, imports, CLI exports (required; made 0700)
 //! peering:
 //!   listen: 127.0.0.1:0              # default 0.0.0.0:15050; port 0 picks a free port
@@ -148,7 +153,24 @@ pub enum RegistryConfig {
         path: PathBuf,
         watch_interval: Duration,
     },
+    /// The Kubernetes API: Services, EndpointSlices and ServiceExports in, ServiceImports,
+    /// derived Services and EndpointSlices out.
+    Kubernetes(KubernetesRegistry),
 }
+
+/// `registry.kubernetes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubernetesRegistry {
+    /// `None`: in-cluster config, then `$KUBECONFIG` / `~/.kube/config`.
+    pub kubeconfig: Option<PathBuf>,
+    /// Namespaces whose Services and ServiceExports are read; empty: all.
+    pub namespaces: Vec<String>,
+    /// Labels of the local gateway pods: the selector of derived Services.
+    pub gateway_selector: std::collections::BTreeMap<String, String>,
+}
+
+/// The default `gateway_selector`, as the gateway Deployment in the manifests labels its pods.
+pub const DEFAULT_GATEWAY_SELECTOR: (&str, &str) = ("app.kubernetes.io/name", "isthmus-gateway");
 
 /// The controller-to-controller listener.
 #[derive(Debug, Clone, PartialEq, Eq)]

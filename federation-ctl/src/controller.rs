@@ -92,8 +92,20 @@ pub struct Shared {
     pub(crate) reports: report::Reports,
     /// The bound DNS listener, when `dns` is configured.
     pub(crate) dns: std::sync::OnceLock<std::net::SocketAddr>,
+    /// What is imported and on which egress ports, for writers outside the gateway config
+    /// (the Kubernetes import writer).
+    imports_view: watch::Sender<Arc<ImportsView>>,
     /// `FEDERATION_SYNC=full-resync`: snapshots instead of deltas, no coalescing, no diffing.
     pub(crate) full_resync: bool,
+}
+
+/// The merged imports with the egress port each port was given (ports without one are left
+/// out: nothing listens for them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportsView {
+    pub imports: BTreeMap<crate::model::ServiceKey, ImportedService>,
+    /// (service, port name) → egress port.
+    pub egress: BTreeMap<(crate::model::ServiceKey, String), u16>,
 }
 
 /// The mutable federation state.
@@ -280,6 +292,7 @@ pub async fn start(
         next_session: AtomicU64::new(1),
         reports: report::Reports::default(),
         dns: std::sync::OnceLock::new(),
+        imports_view: watch::channel(Arc::new(ImportsView::default())).0,
         core: Mutex::new(core),
         changed: Notify::new(),
         registry,
@@ -359,6 +372,11 @@ impl Shared {
 
     pub(crate) fn next_session_id(&self) -> u64 {
         self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The imports as the gateways get them, current after every change.
+    pub fn imports(&self) -> watch::Receiver<Arc<ImportsView>> {
+        self.imports_view.subscribe()
     }
 
     /// Our bundle plus every linked peer's.
@@ -547,6 +565,21 @@ impl Shared {
                 self.cfg.gateways.egress.address,
                 &|k, p| egress_ports.get(k, p),
             );
+            let view = ImportsView {
+                egress: imports
+                    .values()
+                    .flat_map(|i| i.ports.iter().map(move |p| (&i.key, &p.name)))
+                    .filter_map(|(k, p)| Some(((k.clone(), p.clone()), egress_ports.get(k, p)?)))
+                    .collect(),
+                imports: imports.clone(),
+            };
+            self.imports_view.send_if_modified(|current| {
+                let changed = **current != view;
+                if changed {
+                    *current = Arc::new(view);
+                }
+                changed
+            });
             core.imports = imports;
             core.conflicts = conflicts;
             built

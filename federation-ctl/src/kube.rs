@@ -5,9 +5,17 @@
 //!   `ServiceExport` and `ServiceImport`;
 //! - [`link`]: our `isthmus.dev/v1alpha1` `ClusterLink`, a link and its peer's state kept in the
 //!   API so any controller replica can take over.
+//!
+//! And the `kubernetes` registry: [`registry`] reads local Services, EndpointSlices and
+//! ServiceExports ([`local`] converts them), [`imports`] writes each import as a ServiceImport,
+//! a derived Service and EndpointSlices ([`derive`] says what they are).
 
+pub mod derive;
+pub mod imports;
 pub mod link;
+pub mod local;
 pub mod mcs;
+pub mod registry;
 
 use ::kube::CustomResourceExt as _;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

@@ -136,6 +136,8 @@ pub enum RegistryError {
     UnexportFromFile { key: ServiceKey, file: PathBuf },
     #[error("{key} is not exported")]
     NotExported { key: ServiceKey },
+    #[error("{action}: {message}")]
+    Kubernetes { action: String, message: String },
     #[error("cannot save exports: {0}")]
     State(#[from] StateError),
 }

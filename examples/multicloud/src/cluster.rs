@@ -61,6 +61,9 @@ pub struct Options {
     pub controller_env: Vec<(String, String)>,
     /// Gateway limits for load scenarios; the gateway's defaults when `None`.
     pub gateway: GatewayLimits,
+    /// Read services and exports from the Kubernetes API this kubeconfig names (namespace
+    /// `default`), and write imports there, instead of the registry file.
+    pub kubeconfig: Option<PathBuf>,
 }
 
 /// The gateway's `ingress.max_connections`, `ingress.hello_timeout` (which also bounds a
@@ -93,6 +96,7 @@ impl Default for Options {
             identity_validity: None,
             controller_env: Vec::new(),
             gateway: GatewayLimits::default(),
+            kubeconfig: None,
         }
     }
 }
@@ -255,9 +259,16 @@ impl Cluster {
         };
         let config = rel.join("controller.yaml");
         let controller_yaml = format!(
-            "cluster: {name}\nca: {ca}\ntrust_bundle: {bundle}\nregistry: {{ file: registry.yaml, watch_interval: 100ms }}\nstate_dir: state\npeering: {{ listen: {public}:{peering} }}\ngateways:\n  addresses: [{ingress}]\n  egress: {{ address: {host}, ports: {first}-{last} }}\nlease: {{ heartbeat_interval: {hb}ms, missed_heartbeats: {missed} }}\npreferences: [{prefs}]\ndns: {{ listen: {host}:0 }}\n{validity}",
+            "cluster: {name}\nca: {ca}\ntrust_bundle: {bundle}\nregistry: {registry}\nstate_dir: state\npeering: {{ listen: {public}:{peering} }}\ngateways:\n  addresses: [{ingress}]\n  egress: {{ address: {host}, ports: {first}-{last} }}\nlease: {{ heartbeat_interval: {hb}ms, missed_heartbeats: {missed} }}\npreferences: [{prefs}]\ndns: {{ listen: {host}:0 }}\n{validity}",
             ca = relative_to(ca, &rel).display(),
             bundle = relative_to(bundle, &rel).display(),
+            registry = match &opts.kubeconfig {
+                Some(kubeconfig) => format!(
+                    "{{ kubernetes: {{ kubeconfig: {}, namespaces: [default] }} }}",
+                    kubeconfig.display()
+                ),
+                None => "{ file: registry.yaml, watch_interval: 100ms }".to_owned(),
+            },
             peering = free_or_any(public, opts.peering_port),
             first = egress_ports.0,
             last = egress_ports.1,

@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use super::{EXIT_CONFIG, Exit};
 use crate::config::{self, RegistryConfig};
 use crate::controller;
-use crate::registry::FileRegistry;
+use crate::registry::{FileRegistry, Registry};
 use crate::state::{StateDir, StateLock};
 
 /// Env var holding the log filter.
@@ -53,23 +53,31 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
         code: EXIT_CONFIG,
         message: e.to_string(),
     })?;
-    let registry = match &cfg.registry {
+    let (registry, import_writer): (Arc<dyn Registry>, _) = match &cfg.registry {
         RegistryConfig::File {
             path,
             watch_interval,
         } => {
             let state = StateDir::open(&cfg.state_dir)?;
-            FileRegistry::open(path, *watch_interval, state).map_err(|e| Exit {
+            let registry = FileRegistry::open(path, *watch_interval, state).map_err(|e| Exit {
                 code: EXIT_CONFIG,
                 message: e.to_string(),
-            })?
+            })?;
+            tokio::spawn(registry.clone().run());
+            (Arc::new(registry), None)
         }
+        RegistryConfig::Kubernetes(kube_cfg) => kubernetes(kube_cfg, &cfg).await?,
     };
-    tokio::spawn(registry.clone().run());
     let cluster = cfg.cluster.clone();
-    let (shared, listening) = controller::start(cfg, Arc::new(registry))
+    let (shared, listening) = controller::start(cfg, registry)
         .await
         .context("the controller could not start")?;
+    if let Some(writer) = import_writer {
+        #[cfg(feature = "kubernetes")]
+        tokio::spawn(crate::kube::imports::Writer::run(writer, shared.imports()));
+        #[cfg(not(feature = "kubernetes"))]
+        let () = writer;
+    }
     tracing::info!(%cluster, peering = %listening.peering, api = %listening.api.display(), "controller ready");
     event(&serde_json::json!({
         "event": "ready",
@@ -83,6 +91,43 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
     wait_for_signal().await?;
     event(&serde_json::json!({"event": "stopped", "pid": std::process::id()}));
     Ok(())
+}
+
+/// The Kubernetes registry, started (first lists done), and the import writer to run once the
+/// controller holds its imports.
+#[cfg(feature = "kubernetes")]
+async fn kubernetes(
+    kube_cfg: &config::KubernetesRegistry,
+    cfg: &config::ControllerConfig,
+) -> anyhow::Result<(Arc<dyn Registry>, Option<crate::kube::imports::Writer>)> {
+    use crate::kube::registry::{KubeRegistry, client};
+    let config_error = |e: crate::kube::registry::KubeError| Exit {
+        code: EXIT_CONFIG,
+        message: e.to_string(),
+    };
+    let client = client(kube_cfg).await.map_err(config_error)?;
+    let registry = KubeRegistry::start(kube_cfg, client.clone())
+        .await
+        .context("the kubernetes registry could not start")?;
+    tokio::spawn(registry.clone().run());
+    let writer = crate::kube::imports::Writer {
+        client,
+        gateway_selector: kube_cfg.gateway_selector.clone(),
+        egress_address: cfg.gateways.egress.address,
+    };
+    Ok((registry, Some(writer)))
+}
+
+#[cfg(not(feature = "kubernetes"))]
+async fn kubernetes(
+    _: &config::KubernetesRegistry,
+    _: &config::ControllerConfig,
+) -> anyhow::Result<(Arc<dyn Registry>, Option<()>)> {
+    Err(Exit {
+        code: EXIT_CONFIG,
+        message: "this federation-ctl was built without the `kubernetes` feature; use `registry: { file: ... }` or a build with it".to_owned(),
+    }
+    .into())
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

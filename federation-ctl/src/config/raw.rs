@@ -35,12 +35,23 @@ pub(crate) struct RawDns {
     pub(crate) ttl: Option<String>,
 }
 
-/// One key per registry kind; only `file` exists today (the Kubernetes registry adds its own).
+/// One key per registry kind: `file` (with `watch_interval`) or `kubernetes`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRegistry {
     pub(crate) file: Option<String>,
     pub(crate) watch_interval: Option<String>,
+    pub(crate) kubernetes: Option<RawKubernetes>,
+}
+
+/// The Kubernetes registry: the API server to read and write, and what to watch.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawKubernetes {
+    pub(crate) kubeconfig: Option<String>,
+    #[serde(default)]
+    pub(crate) namespaces: Vec<String>,
+    pub(crate) gateway_selector: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -390,3 +390,69 @@ fn dns_is_off_by_default_and_validated_when_given() {
     assert_error(&with("dns", "{ ttl: 0s }"), &["dns.ttl", "zero"]);
     assert_error(&with("dns", "{ port: 53 }"), &["unknown field `port`"]);
 }
+
+#[test]
+fn kubernetes_registry_gets_defaults_and_resolves_the_kubeconfig() {
+    let c = at(&with(
+        "registry",
+        "{ kubernetes: { kubeconfig: kube/config, namespaces: [default, shop] } }",
+    ))
+    .expect("valid");
+    let RegistryConfig::Kubernetes(k) = c.registry else {
+        panic!("expected the kubernetes registry, got {:?}", c.registry)
+    };
+    assert_eq!(
+        k.kubeconfig.as_deref(),
+        Some(Path::new("/etc/isthmus/kube/config"))
+    );
+    assert_eq!(k.namespaces, ["default", "shop"]);
+    assert_eq!(
+        k.gateway_selector.into_iter().collect::<Vec<_>>(),
+        [(
+            "app.kubernetes.io/name".to_owned(),
+            "isthmus-gateway".to_owned()
+        )]
+    );
+    let c = at(&with("registry", "{ kubernetes: {} }")).expect("valid");
+    assert!(matches!(
+        c.registry,
+        RegistryConfig::Kubernetes(KubernetesRegistry {
+            kubeconfig: None,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn kubernetes_registry_errors_name_the_field_and_the_fix() {
+    assert_error(
+        &with("registry", "{ file: r.yaml, kubernetes: {} }"),
+        &["registry", "both", "keep one registry kind"],
+    );
+    assert_error(
+        &with("registry", "{ kubernetes: { namespaces: [Bad_NS] } }"),
+        &["registry.kubernetes.namespaces[0]", "Bad_NS"],
+    );
+    assert_error(
+        &with("registry", "{ kubernetes: { namespaces: [a, a] } }"),
+        &["registry.kubernetes.namespaces[1]", "twice"],
+    );
+    assert_error(
+        &with("registry", "{ kubernetes: { gateway_selector: {} } }"),
+        &["registry.kubernetes.gateway_selector", "empty"],
+    );
+    assert_error(
+        &with(
+            "registry",
+            "{ kubernetes: { gateway_selector: {'a b': x} } }",
+        ),
+        &[
+            "registry.kubernetes.gateway_selector",
+            "not a Kubernetes label",
+        ],
+    );
+    assert_error(
+        &with("registry", "{ kubernetes: { namespace: [default] } }"),
+        &["unknown field `namespace`"],
+    );
+}

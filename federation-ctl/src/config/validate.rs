@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use trust_bundle::TrustDomain;
 
-use super::raw::{RawConfig, RawDns, RawEgress, RawGateways, RawRegistry};
+use super::raw::{RawConfig, RawDns, RawEgress, RawGateways, RawKubernetes, RawRegistry};
 use super::{
     Api, ConfigError, ControllerConfig, DEFAULT_API_SOCKET, DEFAULT_DNS_LISTEN, DEFAULT_DNS_TTL,
     DEFAULT_DNS_ZONE, DEFAULT_EGRESS_ADDRESS, DEFAULT_EGRESS_PORTS, DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_IDENTITY_VALIDITY, DEFAULT_MISSED_HEARTBEATS, DEFAULT_PEERING_LISTEN,
-    DEFAULT_TOKEN_TTL, DEFAULT_WATCH_INTERVAL, Dns, Egress, Gateways, HostPort, LeaseConfig,
-    MIN_IDENTITY_VALIDITY, Peering, PortRange, RegistryConfig,
+    DEFAULT_TOKEN_TTL, DEFAULT_WATCH_INTERVAL, Dns, Egress, Gateways, HostPort, KubernetesRegistry,
+    LeaseConfig, MIN_IDENTITY_VALIDITY, Peering, PortRange, RegistryConfig,
 };
 use crate::model::ClusterName;
 
@@ -251,8 +251,18 @@ impl Cx<'_> {
     }
 
     fn registry(&self, raw: Option<RawRegistry>) -> Result<RegistryConfig, ConfigError> {
-        let fix = "add `registry: { file: ./registry.yaml }`";
+        let fix = "add `registry: { file: ./registry.yaml }` or `registry: { kubernetes: {} }`";
         let raw = self.required("registry", raw, fix)?;
+        if let Some(kube) = raw.kubernetes {
+            if raw.file.is_some() || raw.watch_interval.is_some() {
+                return Err(self.invalid(
+                    "registry",
+                    "both `file` and `kubernetes` are set",
+                    "keep one registry kind: `kubernetes` (remove `file` and `watch_interval`) or `file`",
+                ));
+            }
+            return self.kubernetes(kube).map(RegistryConfig::Kubernetes);
+        }
         let path = self.path("registry.file", raw.file, fix)?;
         let watch_interval = self.duration(
             "registry.watch_interval",
@@ -262,6 +272,57 @@ impl Cx<'_> {
         Ok(RegistryConfig::File {
             path,
             watch_interval,
+        })
+    }
+
+    fn kubernetes(&self, raw: RawKubernetes) -> Result<KubernetesRegistry, ConfigError> {
+        let kubeconfig = match raw.kubeconfig {
+            None => None,
+            Some(p) => Some(self.path(
+                "registry.kubernetes.kubeconfig",
+                Some(p),
+                "name a kubeconfig file, or remove the field to use the in-cluster config",
+            )?),
+        };
+        let mut namespaces: Vec<String> = Vec::new();
+        for (i, ns) in raw.namespaces.into_iter().enumerate() {
+            let at = format!("registry.kubernetes.namespaces[{i}]");
+            crate::model::ServiceKey::new("x", &ns).map_err(|e| {
+                self.invalid(&at, e, "use namespace names such as default, or [] for all")
+            })?;
+            if namespaces.contains(&ns) {
+                return Err(self.invalid(&at, format!("{ns:?} is listed twice"), "list it once"));
+            }
+            namespaces.push(ns);
+        }
+        let gateway_selector = match raw.gateway_selector {
+            None => std::iter::once(super::DEFAULT_GATEWAY_SELECTOR)
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            Some(s) if s.is_empty() => {
+                return Err(self.invalid(
+                    "registry.kubernetes.gateway_selector",
+                    "empty: derived Services would select no pod",
+                    "give the gateway pods' labels, e.g. {app.kubernetes.io/name: isthmus-gateway}",
+                ));
+            }
+            Some(s) => {
+                for (k, v) in &s {
+                    if !label_ok(k, true) || !label_ok(v, false) {
+                        return Err(self.invalid(
+                            "registry.kubernetes.gateway_selector",
+                            format!("{k:?}: {v:?} is not a Kubernetes label"),
+                            "use label keys like app or example.com/role and values of letters, digits, '-', '_' or '.'",
+                        ));
+                    }
+                }
+                s
+            }
+        };
+        Ok(KubernetesRegistry {
+            kubeconfig,
+            namespaces,
+            gateway_selector,
         })
     }
 
@@ -358,4 +419,29 @@ impl Cx<'_> {
         let ttl = self.duration("dns.ttl", raw.ttl.as_deref(), DEFAULT_DNS_TTL)?;
         Ok(Dns { listen, zone, ttl })
     }
+}
+
+/// A Kubernetes label key (`prefix/name`, `key` true) or value: name parts are up to 63
+/// alphanumerics, '-', '_' or '.', starting and ending alphanumeric; values may be empty.
+fn label_ok(s: &str, key: bool) -> bool {
+    let part = |p: &str| {
+        p.len() <= 63
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && p.bytes().next().is_none_or(|b| b.is_ascii_alphanumeric())
+            && p.bytes().last().is_none_or(|b| b.is_ascii_alphanumeric())
+    };
+    if !key {
+        return part(s);
+    }
+    let name = match s.split_once('/') {
+        Some((prefix, name)) => {
+            if prefix.is_empty() || prefix.len() > 253 || !part(prefix) {
+                return false;
+            }
+            name
+        }
+        None => s,
+    };
+    !name.is_empty() && part(name)
 }

@@ -204,7 +204,20 @@ fn state_dir(path: &Path) -> Finding {
 }
 
 fn registry(cfg: &ControllerConfig) -> Finding {
-    let RegistryConfig::File { path, .. } = &cfg.registry;
+    let path = match &cfg.registry {
+        RegistryConfig::File { path, .. } => path,
+        RegistryConfig::Kubernetes(k) => {
+            let subject = k
+                .kubeconfig
+                .as_ref()
+                .map_or_else(|| "in-cluster".to_owned(), |p| p.display().to_string());
+            return Finding::ok(
+                "registry",
+                subject,
+                "kubernetes; `federation-ctl status` shows what the API server answers",
+            );
+        }
+    };
     let subject = path.display().to_string();
     match std::fs::read_to_string(path) {
         Err(e) => Finding::error(
