@@ -5,9 +5,16 @@
 //!   `ServiceExport` and `ServiceImport`;
 //! - [`link`]: our `isthmus.dev/v1alpha1` `ClusterLink`, a link and its peer's state kept in the
 //!   API so any controller replica can take over.
+//!
+//! And leader election among controller replicas: [`lease`] (sans IO) and [`elector`] (the
+//! Lease client), with [`state`], the mirror of the state directory in the API that lets a
+//! standby take over.
 
+pub mod elector;
+pub mod lease;
 pub mod link;
 pub mod mcs;
+pub mod state;
 
 use ::kube::CustomResourceExt as _;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

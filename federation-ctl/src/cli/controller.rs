@@ -36,7 +36,7 @@ fn init_logs() {
 }
 
 /// Writes one lifecycle event line to stdout.
-fn event(value: &serde_json::Value) {
+pub(super) fn event(value: &serde_json::Value) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{value}");
     let _ = out.flush();
@@ -53,21 +53,39 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
         code: EXIT_CONFIG,
         message: e.to_string(),
     })?;
+    let state = StateDir::open(&cfg.state_dir)?;
+    // A standby waits here: it reads no state, binds no listener and writes nothing.
+    let (state, leading) = match &cfg.leader_election {
+        None => (state, None),
+        #[cfg(feature = "kubernetes")]
+        Some(election) => {
+            let leading = super::leader::lead(election, state).await?;
+            (leading.state.clone(), Some(leading))
+        }
+        #[cfg(not(feature = "kubernetes"))]
+        Some(_) => {
+            return Err(Exit {
+                code: EXIT_CONFIG,
+                message: format!(
+                    "{}: leader_election needs federation-ctl built with the `kubernetes` feature",
+                    path.display()
+                ),
+            }
+            .into());
+        }
+    };
     let registry = match &cfg.registry {
         RegistryConfig::File {
             path,
             watch_interval,
-        } => {
-            let state = StateDir::open(&cfg.state_dir)?;
-            FileRegistry::open(path, *watch_interval, state).map_err(|e| Exit {
-                code: EXIT_CONFIG,
-                message: e.to_string(),
-            })?
-        }
+        } => FileRegistry::open(path, *watch_interval, state.clone()).map_err(|e| Exit {
+            code: EXIT_CONFIG,
+            message: e.to_string(),
+        })?,
     };
     tokio::spawn(registry.clone().run());
     let cluster = cfg.cluster.clone();
-    let (shared, listening) = controller::start(cfg, Arc::new(registry))
+    let (shared, listening) = controller::start_with_state(cfg, Arc::new(registry), state)
         .await
         .context("the controller could not start")?;
     tracing::info!(%cluster, peering = %listening.peering, api = %listening.api.display(), "controller ready");
@@ -78,8 +96,26 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
         "peering_addresses": shared.peering_addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         "api": listening.api,
         "dns": listening.dns.map(|a| a.to_string()),
+        "leader": leading.as_ref().map(|l| l.identity.clone()),
         "pid": std::process::id(),
     }));
+    #[cfg(feature = "kubernetes")]
+    if let Some(leading) = leading {
+        tokio::select! {
+            signalled = wait_for_signal() => signalled?,
+            lost = leading.renewing => {
+                let message = match lost {
+                    Ok(lost) => lost.to_string(),
+                    Err(e) => format!("the Lease renewal task failed: {e}"),
+                };
+                tracing::error!(%message, "leadership lost: exiting so that only one replica writes");
+                event(&serde_json::json!({"event": "leadership_lost", "pid": std::process::id()}));
+                return Err(Exit { code: super::EXIT_LEADERSHIP_LOST, message }.into());
+            }
+        }
+        event(&serde_json::json!({"event": "stopped", "pid": std::process::id()}));
+        return Ok(());
+    }
     wait_for_signal().await?;
     event(&serde_json::json!({"event": "stopped", "pid": std::process::id()}));
     Ok(())
