@@ -5,6 +5,7 @@ mod envoy;
 mod faults;
 mod federation;
 mod hostile;
+mod kube_leader;
 mod load;
 mod netns;
 mod operate;

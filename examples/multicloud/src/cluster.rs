@@ -59,6 +59,8 @@ pub struct Options {
     pub identity_validity: Option<Duration>,
     /// Extra environment for the controller (e.g. libfaketime's `LD_PRELOAD` and `FAKETIME`).
     pub controller_env: Vec<(String, String)>,
+    /// Extra top-level sections appended to the controller's config (e.g. `leader_election`).
+    pub controller_extra: String,
     /// Gateway limits for load scenarios; the gateway's defaults when `None`.
     pub gateway: GatewayLimits,
 }
@@ -92,6 +94,7 @@ impl Default for Options {
             echo_process: false,
             identity_validity: None,
             controller_env: Vec::new(),
+            controller_extra: String::new(),
             gateway: GatewayLimits::default(),
         }
     }
@@ -255,7 +258,7 @@ impl Cluster {
         };
         let config = rel.join("controller.yaml");
         let controller_yaml = format!(
-            "cluster: {name}\nca: {ca}\ntrust_bundle: {bundle}\nregistry: {{ file: registry.yaml, watch_interval: 100ms }}\nstate_dir: state\npeering: {{ listen: {public}:{peering} }}\ngateways:\n  addresses: [{ingress}]\n  egress: {{ address: {host}, ports: {first}-{last} }}\nlease: {{ heartbeat_interval: {hb}ms, missed_heartbeats: {missed} }}\npreferences: [{prefs}]\ndns: {{ listen: {host}:0 }}\n{validity}",
+            "cluster: {name}\nca: {ca}\ntrust_bundle: {bundle}\nregistry: {{ file: registry.yaml, watch_interval: 100ms }}\nstate_dir: state\npeering: {{ listen: {public}:{peering} }}\ngateways:\n  addresses: [{ingress}]\n  egress: {{ address: {host}, ports: {first}-{last} }}\nlease: {{ heartbeat_interval: {hb}ms, missed_heartbeats: {missed} }}\npreferences: [{prefs}]\ndns: {{ listen: {host}:0 }}\n{validity}{extra}",
             ca = relative_to(ca, &rel).display(),
             bundle = relative_to(bundle, &rel).display(),
             peering = free_or_any(public, opts.peering_port),
@@ -268,6 +271,7 @@ impl Cluster {
                 .identity_validity
                 .map(|v| format!("identity_validity: {}s\n", v.as_secs()))
                 .unwrap_or_default(),
+            extra = opts.controller_extra,
         );
         files.write(&config, &controller_yaml)?;
         let (controller, peering) =
@@ -329,6 +333,48 @@ impl Cluster {
         self.controller = controller;
         self.peering = peering;
         Ok(())
+    }
+
+    /// Starts another controller replica from the cluster's config, with its own state
+    /// directory `state_dir` (relative to the cluster's directory, empty if new) and the same
+    /// API socket, which only the replica that leads binds. Returns without waiting for it to
+    /// serve: with `leader_election` configured, a standby never does until it leads.
+    pub fn spawn_replica(&self, file: &str, state_dir: &str) -> Result<Process> {
+        let path = self.shell.work().join(&self.config);
+        let text = std::fs::read_to_string(&path)
+            .map_err(Error::io(format!("read {}", path.display())))?;
+        let mut yaml: String = text
+            .lines()
+            .filter(|l| !l.starts_with("state_dir:"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let socket = relative_to(&self.api, &self.rel);
+        yaml.push_str(&format!(
+            "state_dir: {state_dir}\napi: {{ socket: {} }}\n",
+            socket.display()
+        ));
+        let config = self.rel.join(format!("{file}.yaml"));
+        Files {
+            shell: &self.shell,
+            show: true,
+        }
+        .write(&config, &yaml)?;
+        spawn_controller_process(
+            &self.shell,
+            self.netns.as_deref(),
+            &self.name,
+            file,
+            &self.rel,
+            &config,
+            &self.controller_env,
+        )
+    }
+
+    /// Makes `replica` (from [`Self::spawn_replica`]) the cluster's controller once it serves;
+    /// returns the one it replaces.
+    pub fn promote(&mut self, replica: Process) -> Result<Process> {
+        self.peering = peering_of(&replica)?;
+        Ok(std::mem::replace(&mut self.controller, replica))
     }
 
     /// Sends `signal` (e.g. `STOP`, `CONT`) to the controller, echoed as `kill -SIGNAL PID`.
@@ -773,19 +819,37 @@ fn spawn_controller(
     config: &Path,
     env: &[(String, String)],
 ) -> Result<(Process, SocketAddr)> {
+    let p = spawn_controller_process(shell, netns, name, "controller", rel, config, env)?;
+    let peering = peering_of(&p)?;
+    Ok((p, peering))
+}
+
+/// Starts a controller process; its output goes to `<rel>/<file>.out|.err`.
+fn spawn_controller_process(
+    shell: &Shell,
+    netns: Option<&str>,
+    name: &str,
+    file: &str,
+    rel: &Path,
+    config: &Path,
+    env: &[(String, String)],
+) -> Result<Process> {
     let mut cmd = shell.command_in(netns, "federation-ctl")?;
     cmd.arg("controller")
         .arg("--config")
         .arg(config)
         .env("FEDERATION_LOG", "info")
         .envs(env.iter().map(|(k, v)| (k, v)));
-    let p = shell.spawn(&format!("{name}-controller"), rel, "controller", &mut cmd)?;
+    shell.spawn(&format!("{name}-{file}"), rel, file, &mut cmd)
+}
+
+/// Waits until a controller serves; its peering address.
+fn peering_of(p: &Process) -> Result<SocketAddr> {
     let ready = p.wait_event("ready", |_| true)?;
-    let peering = ready["peering"]
+    ready["peering"]
         .as_str()
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| p.fail("its ready event has no peering address"))?;
-    Ok((p, peering))
+        .ok_or_else(|| p.fail("its ready event has no peering address"))
 }
 
 /// `path` (relative to the work directory) as seen from `dir` (also relative to it): the

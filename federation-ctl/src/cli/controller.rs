@@ -55,14 +55,18 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
     })?;
     let state = StateDir::open(&cfg.state_dir)?;
     // A standby waits here: it reads no state, binds no listener and writes nothing.
-    let (state, leading) = match &cfg.leader_election {
+    #[cfg(feature = "kubernetes")]
+    let leading = match &cfg.leader_election {
+        Some(election) => Some(super::leader::lead(election, state.clone()).await?),
+        None => None,
+    };
+    #[cfg(feature = "kubernetes")]
+    let (state, leader) = match &leading {
+        Some(l) => (l.state.clone(), Some(l.identity.clone())),
         None => (state, None),
-        #[cfg(feature = "kubernetes")]
-        Some(election) => {
-            let leading = super::leader::lead(election, state).await?;
-            (leading.state.clone(), Some(leading))
-        }
-        #[cfg(not(feature = "kubernetes"))]
+    };
+    #[cfg(not(feature = "kubernetes"))]
+    let leader: Option<String> = match cfg.leader_election {
         Some(_) => {
             return Err(Exit {
                 code: EXIT_CONFIG,
@@ -73,6 +77,7 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
             }
             .into());
         }
+        None => None,
     };
     let registry = match &cfg.registry {
         RegistryConfig::File {
@@ -96,7 +101,7 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
         "peering_addresses": shared.peering_addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         "api": listening.api,
         "dns": listening.dns.map(|a| a.to_string()),
-        "leader": leading.as_ref().map(|l| l.identity.clone()),
+        "leader": leader,
         "pid": std::process::id(),
     }));
     #[cfg(feature = "kubernetes")]
