@@ -214,6 +214,13 @@ fn a_standby_replica_takes_over_from_a_killed_leader_and_the_link_works_again() 
     drop(old);
     let ready = a.controller.last_event("ready").expect("ready");
     assert_eq!(ready["leader"], standby_id.as_str(), "{ready}");
+    let status = a.show(&["status", "-o", "json"])?;
+    let status: Value = serde_json::from_str(&status).expect("status -o json");
+    assert_eq!(
+        status["leader"],
+        standby_id.as_str(),
+        "status names the new leader"
+    );
     println!(
         "the new leader served {:?} after the kill",
         killed.elapsed()
