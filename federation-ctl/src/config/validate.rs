@@ -420,27 +420,33 @@ impl Cx<'_> {
         let retry_period = d("retry_period", raw.retry_period, DEFAULT_RETRY_PERIOD)?;
         // The leader gives up before a standby may take over, and retries within its deadline:
         // otherwise two replicas could both believe they lead.
-        if renew_deadline >= lease_duration {
-            return Err(self.invalid(
-                "leader_election.renew_deadline",
-                format!(
-                    "{} is not shorter than lease_duration ({})",
-                    humantime::format_duration(renew_deadline),
-                    humantime::format_duration(lease_duration)
-                ),
-                "make renew_deadline shorter than lease_duration, e.g. 10s and 15s",
-            ));
-        }
-        if retry_period >= renew_deadline {
-            return Err(self.invalid(
-                "leader_election.retry_period",
-                format!(
-                    "{} is not shorter than renew_deadline ({})",
-                    humantime::format_duration(retry_period),
-                    humantime::format_duration(renew_deadline)
-                ),
-                "make retry_period shorter than renew_deadline, e.g. 2s and 10s",
-            ));
+        for (shorter, s, longer, l, example) in [
+            (
+                "renew_deadline",
+                renew_deadline,
+                "lease_duration",
+                lease_duration,
+                "10s and 15s",
+            ),
+            (
+                "retry_period",
+                retry_period,
+                "renew_deadline",
+                renew_deadline,
+                "2s and 10s",
+            ),
+        ] {
+            if s >= l {
+                return Err(self.invalid(
+                    &format!("leader_election.{shorter}"),
+                    format!(
+                        "{} is not shorter than {longer} ({})",
+                        humantime::format_duration(s),
+                        humantime::format_duration(l)
+                    ),
+                    format!("make {shorter} shorter than {longer}, e.g. {example}"),
+                ));
+            }
         }
         if lease_duration.as_secs() == 0 || lease_duration.subsec_nanos() != 0 {
             return Err(self.invalid(
