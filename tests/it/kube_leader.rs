@@ -211,7 +211,6 @@ fn a_standby_replica_takes_over_from_a_killed_leader_and_the_link_works_again() 
         "takeover: the standby held the Lease {takeover:?} after the leader was killed (lease_duration {LEASE_DURATION:?}, retry_period {RETRY_PERIOD:?})"
     );
     let old = a.promote(standby)?;
-    drop(old);
     let ready = a.controller.last_event("ready").expect("ready");
     assert_eq!(ready["leader"], standby_id.as_str(), "{ready}");
     let status = a.show(&["status", "-o", "json"])?;
@@ -243,6 +242,23 @@ fn a_standby_replica_takes_over_from_a_killed_leader_and_the_link_works_again() 
     })?;
     let (gap, failed) = call_until(a.listener(ECHO)?, "b")?;
     assert_eq!(a.listener(ECHO)?, listener, "the egress port was restored");
+    // The API token the replicas use never reaches their output.
+    let kubeconfig = std::fs::read_to_string(kdir.path().join("kubeconfig")).expect("kubeconfig");
+    let token = kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("token: "))
+        .expect("the kubeconfig holds a token")
+        .trim_matches('"');
+    for p in [&a.controller, &old] {
+        for log in [p.stdout_log(), p.stderr_log()] {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            assert!(
+                !text.contains(token),
+                "{} shows the API token",
+                log.display()
+            );
+        }
+    }
     println!(
         "calls through a's gateway answered by b again {:?} after the kill ({gap:?} of polling, {failed} failed calls)",
         killed.elapsed()
@@ -332,5 +348,14 @@ fn two_electors_racing_on_one_lease_never_both_hold_it() {
             "{back:?}"
         );
         assert!(!leader.is_leader() && other.is_leader());
+        // The old leader, renewing again, learns at its first attempt that it no longer leads.
+        let lost = tokio::time::timeout(Duration::from_secs(30), leader.keep())
+            .await
+            .expect("keep returns once leadership is lost");
+        assert!(
+            lost.to_string()
+                .starts_with("lost the Lease default/race: not renewed"),
+            "{lost}"
+        );
     });
 }

@@ -154,8 +154,8 @@ impl LeaseElector {
     pub async fn keep(mut self) -> LeadershipLost {
         loop {
             tokio::time::sleep(self.retry_period).await;
-            let Some(until) = self.core.leads_until() else {
-                return self.lost("never held".into());
+            let Some(until) = self.core.leads_until().filter(|_| self.is_leader()) else {
+                return self.lost("not renewed within the renew deadline".into());
             };
             // An attempt that hangs past the deadline is as good as a failed one.
             let left = Duration::from_millis(until.saturating_sub(self.now_ms()));
