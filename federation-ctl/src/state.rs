@@ -141,6 +141,12 @@ impl StateDir {
         self
     }
 
+    /// Sends the mirror a change that is no file here (a link's live status); nothing
+    /// without a mirror.
+    pub fn report(&self, change: impl FnOnce() -> StateChange) {
+        self.mirror(change);
+    }
+
     fn mirror(&self, change: impl FnOnce() -> StateChange) {
         if let Some(tx) = &self.mirror {
             // The receiver only goes away when the process stops.
@@ -228,10 +234,11 @@ impl StateDir {
             return Ok(());
         };
         self.write_json(&self.peer_file(IMPORTS, &rec.peer), &rec)?;
-        self.mirror(|| StateChange::Heard {
+        self.mirror(|| StateChange::LinkStatus {
             peer: rec.peer.clone(),
-            version: rec.version,
-            last_heard_ms: rec.last_heard_ms,
+            connected: true,
+            last_heard_ms: Some(rec.last_heard_ms),
+            feed_version: Some(rec.version),
         });
         Ok(())
     }

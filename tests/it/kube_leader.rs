@@ -263,6 +263,21 @@ fn a_standby_replica_takes_over_from_a_killed_leader_and_the_link_works_again() 
         "calls through a's gateway answered by b again {:?} after the kill ({gap:?} of polling, {failed} failed calls)",
         killed.elapsed()
     );
+
+    // The ClusterLink's status follows the link: b's controller gone, it reads Disconnected.
+    b.kill_controller();
+    let link_state = || {
+        standin
+            .objects("isthmus.dev", "v1alpha1", "clusterlinks", Some(NAMESPACE))
+            .into_iter()
+            .find(|l| l["metadata"]["name"] == "b")
+            .map(|l| l["status"]["state"].clone())
+    };
+    wait_until(
+        "the ClusterLink b reads Disconnected",
+        multicloud::PATIENCE,
+        || link_state() == Some(Value::from("Disconnected")),
+    )?;
     Ok(())
 }
 

@@ -106,6 +106,7 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
     }));
     #[cfg(feature = "kubernetes")]
     if let Some(leading) = leading {
+        tokio::spawn(super::leader::report_link_status(shared.clone()));
         tokio::select! {
             signalled = wait_for_signal() => signalled?,
             lost = leading.renewing => {

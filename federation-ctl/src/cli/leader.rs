@@ -6,14 +6,22 @@
 //! [`EXIT_LEADERSHIP_LOST`](super::EXIT_LEADERSHIP_LOST)) rather than keep serving next to a
 //! new leader: its pod restarts as a standby.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use anyhow::Context as _;
 use tokio::task::JoinHandle;
 
 use super::controller::event;
 use crate::config::LeaderElection;
+use crate::controller::{LinkState, Shared};
 use crate::kube::elector::{LeadershipLost, LeaseElector};
 use crate::kube::state::{Hydrated, Mirror, run_writer, seed};
-use crate::state::StateDir;
+use crate::state::{StateChange, StateDir};
+
+/// How often the leader tells the mirror how its links are doing (the mirror writes only what
+/// changed).
+const STATUS_INTERVAL: Duration = Duration::from_secs(2);
 
 /// A replica that leads: the task renewing the Lease (it ends when leadership is lost) and the
 /// state directory, restored and mirrored.
@@ -89,4 +97,28 @@ pub(super) async fn lead(cfg: &LeaderElection, state: StateDir) -> anyhow::Resul
         renewing,
         state: state.with_mirror(tx),
     })
+}
+
+/// Reports every link's session state and last heartbeat to the mirror, for the `ClusterLink`
+/// statuses, until the process stops.
+pub(super) async fn report_link_status(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(STATUS_INTERVAL);
+    loop {
+        tick.tick().await;
+        let statuses: Vec<StateChange> = shared
+            .lock()
+            .links
+            .iter()
+            .map(|(peer, link)| StateChange::LinkStatus {
+                peer: peer.clone(),
+                connected: matches!(link.state, LinkState::Connected),
+                last_heard_ms: (link.imports.last_heard_ms != i64::MIN)
+                    .then_some(link.imports.last_heard_ms),
+                feed_version: link.imports.version(),
+            })
+            .collect();
+        for status in statuses {
+            shared.state.report(|| status);
+        }
+    }
 }

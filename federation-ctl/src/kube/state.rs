@@ -281,22 +281,22 @@ impl Mirror {
             .map_err(self.api_error("delete", format!("Secret {name}")))
     }
 
-    async fn apply_heard(
+    async fn apply_status(
         &self,
         peer: &ClusterName,
-        version: u64,
-        last_heard_ms: i64,
+        status: &LinkStatus,
     ) -> Result<(), MirrorError> {
-        let heard = k8s_openapi::jiff::Timestamp::from_millisecond(last_heard_ms)
-            .map(|t| t.to_string())
-            .ok();
+        let heard = status
+            .last_heard_ms
+            .and_then(|ms| k8s_openapi::jiff::Timestamp::from_millisecond(ms).ok())
+            .map(|t| t.to_string());
         let status = json!({
             "apiVersion": format!("{}/v1alpha1", link::GROUP),
             "kind": "ClusterLink",
             "status": {
-                "state": "Connected",
+                "state": if status.connected { "Connected" } else { "Disconnected" },
                 "lastHeartbeat": heard,
-                "feedVersion": version,
+                "feedVersion": status.feed_version,
             },
         });
         self.links
@@ -346,18 +346,43 @@ pub fn seed(state: &StateDir) -> Result<Vec<StateChange>, StateError> {
     Ok(changes)
 }
 
-/// What is still to be written.
+/// A link's status as written into its `ClusterLink`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LinkStatus {
+    connected: bool,
+    last_heard_ms: Option<i64>,
+    feed_version: Option<u64>,
+}
+
+impl LinkStatus {
+    /// Whether `self` is worth writing over `applied`: the state or feed changed, or the last
+    /// heartbeat moved on by [`HEARTBEAT_REFRESH_MS`] (every heartbeat would be a write a
+    /// second per link).
+    fn differs_from(&self, applied: &LinkStatus) -> bool {
+        let moved = match (self.last_heard_ms, applied.last_heard_ms) {
+            (Some(a), Some(b)) => a.saturating_sub(b) >= HEARTBEAT_REFRESH_MS,
+            (a, b) => a != b,
+        };
+        self.connected != applied.connected || self.feed_version != applied.feed_version || moved
+    }
+}
+
+/// How stale `lastHeartbeat` may get before a status is written for it alone.
+const HEARTBEAT_REFRESH_MS: i64 = 30_000;
+
+/// What is still to be written, and the statuses written.
 #[derive(Default)]
 struct Pending {
     records: bool,
     /// `None`: delete.
     links: BTreeMap<ClusterName, Option<LinkRecord>>,
-    heard: BTreeMap<ClusterName, (u64, i64)>,
+    status: BTreeMap<ClusterName, LinkStatus>,
+    applied_status: BTreeMap<ClusterName, LinkStatus>,
 }
 
 impl Pending {
     fn is_empty(&self) -> bool {
-        !self.records && self.links.is_empty() && self.heard.is_empty()
+        !self.records && self.links.is_empty() && self.status.is_empty()
     }
 }
 
@@ -395,15 +420,28 @@ pub async fn run_writer(
                     pending.links.insert(rec.peer.clone(), Some(rec));
                 }
                 StateChange::LinkRemoved(peer) => {
-                    pending.heard.remove(&peer);
+                    pending.status.remove(&peer);
+                    pending.applied_status.remove(&peer);
                     pending.links.insert(peer, None);
                 }
-                StateChange::Heard {
+                StateChange::LinkStatus {
                     peer,
-                    version,
+                    connected,
                     last_heard_ms,
+                    feed_version,
                 } => {
-                    pending.heard.insert(peer, (version, last_heard_ms));
+                    let status = LinkStatus {
+                        connected,
+                        last_heard_ms,
+                        feed_version,
+                    };
+                    if pending
+                        .applied_status
+                        .get(&peer)
+                        .is_none_or(|applied| status.differs_from(applied))
+                    {
+                        pending.status.insert(peer, status);
+                    }
                 }
             }
         }
@@ -431,16 +469,21 @@ async fn flush(mirror: &Mirror, records: &BTreeMap<&'static str, Vec<u8>>, pendi
             pending.links.insert(peer, rec);
         }
     }
-    let heard = std::mem::take(&mut pending.heard);
-    for (peer, (version, at)) in heard {
+    let statuses = std::mem::take(&mut pending.status);
+    for (peer, status) in statuses {
         // A status waits for its link to be written first.
         if pending.links.contains_key(&peer) {
-            pending.heard.insert(peer, (version, at));
+            pending.status.insert(peer, status);
             continue;
         }
-        if let Err(e) = mirror.apply_heard(&peer, version, at).await {
-            report(e);
-            pending.heard.insert(peer, (version, at));
+        match mirror.apply_status(&peer, &status).await {
+            Ok(()) => {
+                pending.applied_status.insert(peer, status);
+            }
+            Err(e) => {
+                report(e);
+                pending.status.insert(peer, status);
+            }
         }
     }
 }

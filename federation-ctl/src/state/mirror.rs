@@ -17,11 +17,14 @@ pub type MirrorTx = tokio::sync::mpsc::UnboundedSender<StateChange>;
 pub enum StateChange {
     Link(LinkRecord),
     LinkRemoved(ClusterName),
-    /// A peer's export feed was applied (its imports saved): the link is alive.
-    Heard {
+    /// How a link is doing, for its `ClusterLink` status: sent when a peer's export feed is
+    /// applied (its imports saved) and periodically by the running controller.
+    LinkStatus {
         peer: ClusterName,
-        version: u64,
-        last_heard_ms: i64,
+        connected: bool,
+        /// When the peer was last heard (Unix ms); `None`: never.
+        last_heard_ms: Option<i64>,
+        feed_version: Option<u64>,
     },
     /// One of [`MIRRORED_RECORDS`] was saved with this content.
     Record {

@@ -461,7 +461,7 @@ fn saves_and_removals_are_sent_to_the_mirror_and_restores_are_not() {
             StateChange::Record { name, json } => {
                 format!("{name} {}", String::from_utf8_lossy(&json).trim())
             }
-            StateChange::Heard { peer, .. } => format!("heard {peer}"),
+            StateChange::LinkStatus { peer, .. } => format!("status {peer}"),
         })
         .collect();
     assert_eq!(got, ["link gcp", "peering-port.json 15050", "unlink gcp"]);

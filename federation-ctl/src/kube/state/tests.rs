@@ -53,3 +53,23 @@ fn seeding_sends_every_local_link_and_record() {
     ));
     assert_eq!(changes.len(), 2);
 }
+
+#[test]
+fn a_link_status_is_rewritten_on_change_and_for_heartbeats_only_every_30_s() {
+    let applied = LinkStatus {
+        connected: true,
+        last_heard_ms: Some(1_000),
+        feed_version: Some(3),
+    };
+    let with = |f: fn(&mut LinkStatus)| {
+        let mut s = applied;
+        f(&mut s);
+        s.differs_from(&applied)
+    };
+    assert!(!with(|_| {}));
+    assert!(!with(|s| s.last_heard_ms = Some(30_999)));
+    assert!(with(|s| s.last_heard_ms = Some(31_000)));
+    assert!(with(|s| s.connected = false));
+    assert!(with(|s| s.feed_version = Some(4)));
+    assert!(with(|s| s.last_heard_ms = None));
+}
