@@ -137,6 +137,11 @@ fn run(
     ready_file: Option<PathBuf>,
     handover: Option<PathBuf>,
 ) -> anyhow::Result<()> {
+    let max_connections = match &source {
+        app::Source::File { config, .. } => config.ingress.max_connections,
+        app::Source::Controller { bootstrap, .. } => bootstrap.initial().ingress.max_connections,
+    };
+    raise_open_file_limit(max_connections);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -153,6 +158,48 @@ fn run(
         Ok(())
     })
 }
+
+/// Raises the soft open-file limit to the hard one: every proxied connection holds two
+/// descriptors, and distribution defaults (1024) would cap a gateway at a few hundred
+/// connections with `accept failed` warnings. Warns when even the hard limit is below what
+/// `ingress.max_connections` needs.
+#[cfg(target_os = "linux")]
+fn raise_open_file_limit(max_connections: usize) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    let before = limit.current;
+    if limit.current != limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(error) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!(%error, "cannot raise the open-file limit");
+        }
+    }
+    let now = getrlimit(Resource::Nofile);
+    let soft = now.current.unwrap_or(u64::MAX);
+    tracing::info!(
+        before = before.unwrap_or(u64::MAX),
+        soft,
+        hard = now.maximum.unwrap_or(u64::MAX),
+        "open-file limit"
+    );
+    // Two per connection, plus listeners, admin and controller sockets.
+    let needed = u64::try_from(max_connections)
+        .unwrap_or(u64::MAX)
+        .saturating_mul(2)
+        .saturating_add(64);
+    if soft < needed {
+        tracing::warn!(
+            soft,
+            needed,
+            max_connections,
+            "the open-file limit is below what ingress.max_connections needs; raise the hard \
+             limit (ulimit -Hn, LimitNOFILE=) or lower ingress.max_connections"
+        );
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn raise_open_file_limit(_max_connections: usize) {}
 
 /// Write to a sibling temp file and rename, so readers never see a partial file.
 fn write_atomically(path: &Path, contents: &str) -> std::io::Result<()> {

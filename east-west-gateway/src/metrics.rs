@@ -179,6 +179,12 @@ pub struct Metrics {
     pub gateway_resolve_failures: Family<GatewayLabel, Counter>,
     /// 1 while a remote gateway's addresses come from a stale answer after a failed resolution.
     pub gateway_dns_stale: Family<GatewayLabel, Gauge>,
+    /// TLS handshakes holding a slot of `limits.max_concurrent_handshakes`, by side.
+    pub handshakes_in_progress: Family<SideLabel, Gauge>,
+    /// Connections waiting for a handshake slot, by side.
+    pub handshakes_queued: Family<SideLabel, Gauge>,
+    /// Time connections waited for a handshake slot, by side.
+    pub handshake_queue_wait: Family<SideLabel, Histogram>,
     /// Seconds until our own certificate expires.
     pub certificate_expiry: Arc<CertificateExpiry>,
 }
@@ -188,6 +194,31 @@ pub struct Metrics {
 pub struct TlsFailureLabel {
     /// Why the handshake failed.
     pub reason: FailureReason,
+}
+
+/// `{side}`: which end of the handshake the gateway is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct SideLabel {
+    /// `ingress` (terminate routes, TLS server) or `egress` (mTLS egress, TLS client).
+    pub side: Side,
+}
+
+/// The gateway's end of a TLS handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// A terminate route: the gateway is the TLS server.
+    Ingress,
+    /// An mTLS egress listener: the gateway is the TLS client.
+    Egress,
+}
+
+impl EncodeLabelValue for Side {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(match self {
+            Self::Ingress => "ingress",
+            Self::Egress => "egress",
+        })
+    }
 }
 
 /// `{egress}`: a configured egress listener name.
@@ -328,6 +359,12 @@ impl Metrics {
             gateway_addresses: Family::default(),
             gateway_resolve_failures: Family::default(),
             gateway_dns_stale: Family::default(),
+            handshakes_in_progress: Family::default(),
+            handshakes_queued: Family::default(),
+            // 1 ms … ~65 s.
+            handshake_queue_wait: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.001, 2.0, 17))
+            }),
             certificate_expiry: Arc::new(CertificateExpiry::new()),
             registry: Registry::default(),
         };
@@ -426,6 +463,22 @@ impl Metrics {
             "tls_handshake_failures",
             "Ingress mTLS handshakes that failed, by reason",
             self.tls_handshake_failures.clone(),
+        );
+        g.register(
+            "tls_handshakes_in_progress",
+            "TLS handshakes in progress (bounded by limits.max_concurrent_handshakes), by side",
+            self.handshakes_in_progress.clone(),
+        );
+        g.register(
+            "tls_handshakes_queued",
+            "Connections waiting for a TLS handshake slot, by side",
+            self.handshakes_queued.clone(),
+        );
+        g.register_with_unit(
+            "tls_handshake_queue_wait",
+            "Time connections waited for a TLS handshake slot, by side",
+            Unit::Seconds,
+            self.handshake_queue_wait.clone(),
         );
         g.register(
             "tls_reloads",

@@ -11,6 +11,7 @@
 
 pub(crate) mod balance;
 pub(crate) mod conn;
+pub(crate) mod handshakes;
 mod listener;
 mod passthrough;
 pub(crate) mod random;
@@ -156,6 +157,8 @@ pub struct Shared {
     egress: ArcSwap<Vec<Arc<egress::Handle>>>,
     /// The controller connection, in controller mode.
     controller: std::sync::OnceLock<Arc<crate::controller::Status>>,
+    /// The bound on TLS handshakes in progress, sized at startup.
+    pub(crate) handshakes: handshakes::Handshakes,
     active: AtomicUsize,
     ready: AtomicBool,
 }
@@ -220,7 +223,9 @@ impl Shared {
         metrics
             .config_generation
             .set(snapshot_generation(&snapshot));
+        let limit = snapshot.config.limits.max_concurrent_handshakes;
         Self {
+            handshakes: handshakes::Handshakes::new(limit),
             snapshot: ArcSwap::from_pointee(snapshot),
             metrics,
             tls: std::sync::Mutex::new(None),

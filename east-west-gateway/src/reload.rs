@@ -134,6 +134,12 @@ async fn apply(applier: &mut Applier, text: &str) -> Result<Applied, Error> {
     {
         tracing::warn!("ingress or admin address changed; it applies after a restart");
     }
+    if config.limits != current.config.limits {
+        tracing::warn!(
+            max_concurrent_handshakes = config.limits.max_concurrent_handshakes,
+            "limits.max_concurrent_handshakes changed; it applies after a restart"
+        );
+    }
     Ok(applier.apply(config, None).await?)
 }
 

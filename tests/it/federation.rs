@@ -10,7 +10,7 @@ use multicloud::topology::Topology;
 use multicloud::traffic::{Traffic, call_until, call_until_refused};
 use multicloud::{PATIENCE, run_err, run_ok};
 
-use crate::world::{Result, world};
+use crate::world::{Result, import_echo_from_two, world};
 
 #[test]
 fn linked_clusters_import_an_export_and_calls_cross_both_gateways_with_mtls() -> Result {
@@ -59,13 +59,7 @@ fn calls_prefer_one_cluster_and_fail_over_when_its_gateway_dies() -> Result {
         let [a, b, c] = &w.topo.clusters[..] else {
             unreachable!()
         };
-        a.join(&b.token()?)?;
-        a.join(&c.token()?)?;
-        b.export(ECHO)?;
-        c.export(ECHO)?;
-        a.wait_import("imported from b and c", ECHO, |i| {
-            i.is_some_and(|i| i["sources"].as_array().map(Vec::len) == Some(2))
-        })?;
+        import_echo_from_two(a, b, c)?;
         let listener = a.listener(ECHO)?;
         call_until(listener, "b")?;
         for _ in 0..5 {

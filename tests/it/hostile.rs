@@ -1,7 +1,7 @@
 //! Hostile input against every listener of a running, linked pair of clusters: each case ends
 //! with a clear error (an outcome metric, a status, a TLS alert or a gRPC status), both
 //! processes keep serving (a call crosses both gateways afterwards, the CLI still answers), and
-//! resident memory stays bounded.
+//! resident memory stays bounded. The DNS listener's cases are in `hostile_dns.rs`.
 //!
 //! The gateway's own suite (`east-west-gateway/tests/it/hostile.rs`) covers the ingress cases
 //! that need a tuned config: the hello timeout and floods past the connection limits.
@@ -93,7 +93,7 @@ fn join_forged(peering: SocketAddr, config: Arc<rustls::ClientConfig>) -> String
 }
 
 /// Waits (bounded) for a line of `p`'s log holding every one of `needles`; returns it.
-fn wait_log(p: &multicloud::process::Process, needles: &[&str]) -> String {
+pub(crate) fn wait_log(p: &multicloud::process::Process, needles: &[&str]) -> String {
     let deadline = std::time::Instant::now() + multicloud::PATIENCE;
     loop {
         let log = std::fs::read_to_string(p.stderr_log()).unwrap_or_default();
@@ -139,6 +139,7 @@ fn hostile_input_to_every_listener_is_refused_and_both_processes_keep_serving() 
         ("a gateway", a.gateway.pid()),
         ("b gateway", b.gateway.pid()),
         ("b controller", b.controller.pid()),
+        ("a controller", a.controller.pid()),
     ];
     let before: Vec<u64> = pids.iter().map(|(_, pid)| rss_kib(*pid)).collect();
 
@@ -308,6 +309,11 @@ fn hostile_input_to_every_listener_is_refused_and_both_processes_keep_serving() 
         let _ = std::io::Read::read_to_end(&mut sock, &mut buf);
     }
     serving("garbage on the local API");
+
+    // Controller DNS (a's: it serves the import of b's echo).
+    let dns = a.dns().expect("a's controller serves DNS");
+    crate::hostile_dns::dns_matrix(dns, &a.controller);
+    serving("the DNS cases");
 
     for ((who, pid), before) in pids.iter().zip(before) {
         let after = rss_kib(*pid);

@@ -3,22 +3,31 @@
 //! cluster b's gateway, to a TCP echo endpoint in b, and back.
 //!
 //! `ISTHMUS_LOAD_CONNECTIONS` sets how many (default 500, what CI runs on 2 cores; the issue's
-//! 10 000 is `ISTHMUS_LOAD_CONNECTIONS=10000`, see SECURITY.md for the figures).
+//! 10 000 is `ISTHMUS_LOAD_CONNECTIONS=10000`, see SECURITY.md for the figures). Every process
+//! needs a descriptor per connection leg: the client one, each gateway two, the echo endpoint
+//! (a Python process of its own, so the client's process holds only one) one. When a gateway's
+//! open-file limit cannot hold two per connection, the test runs as many as fit and says so.
+//!
+//! The client opens every connection before sending on any, so all are open at once; it does
+//! not pace anything. Gateway a sets up the mTLS legs to b as fast as its handshake bound
+//! (`limits.max_concurrent_handshakes`, default 512) lets it; the rest queue there.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use multicloud::cluster::{GatewayLimits, Options};
 use multicloud::run_ok;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
-use crate::probe::rss_kib;
+use crate::probe::{http_get, rss_kib};
 use crate::world::{Result, world};
 
 const DEFAULT_CONNECTIONS: usize = 500;
-/// File descriptors the test process needs beyond two per connection (client and endpoint).
-const SPARE_FDS: u64 = 1000;
+/// File descriptors a process needs beyond those of the connections (logs, listeners, the
+/// controller's stream, probes, the runtime).
+const SPARE_FDS: u64 = 100;
 
 /// Deterministic payload for connection `i`, 1 B to 16 KiB, ending in its own 8-byte checksum
 /// (FNV-1a of the rest), so a corrupted or swapped echo is caught even without the original.
@@ -43,9 +52,8 @@ fn fnv(bytes: &[u8]) -> u64 {
     })
 }
 
-/// Raises this process's open-file limit (children inherit it) as far as allowed; returns the
-/// soft limit now in force.
-fn raise_nofile(want: u64) -> u64 {
+/// Raises this process's open-file limit (children inherit it) as far as allowed.
+fn raise_nofile(want: u64) {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let mut lim = getrlimit(Resource::Nofile);
     let hard = lim.maximum.unwrap_or(u64::MAX);
@@ -57,26 +65,66 @@ fn raise_nofile(want: u64) -> u64 {
         lim.maximum = Some(hard);
         let _ = setrlimit(Resource::Nofile, lim);
     }
-    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
 }
 
-/// A TCP echo endpoint serving every connection until the client half-closes.
-async fn echo_endpoint() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind echo");
-    let addr = listener.local_addr().expect("echo address");
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut conn, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let (mut r, mut w) = conn.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-                let _ = w.shutdown().await;
-            });
-        }
-    });
-    addr
+/// A TCP echo endpoint (Python asyncio) that echoes every connection until the client
+/// half-closes, then closes; a process of its own so its descriptors do not count against ours.
+const ECHO_PY: &str = r#"
+import asyncio
+async def echo(r, w):
+    try:
+        while True:
+            data = await r.read(65536)
+            if not data:
+                break
+            w.write(data)
+            await w.drain()
+    except OSError:
+        pass
+    w.close()
+async def main():
+    server = await asyncio.start_server(echo, "127.0.0.1", 0, backlog=4096)
+    print("echo listening on port", server.sockets[0].getsockname()[1], flush=True)
+    await server.serve_forever()
+asyncio.run(main())
+"#;
+
+fn echo_endpoint(
+    shell: &multicloud::shell::Shell,
+) -> Result<(multicloud::process::Process, SocketAddr)> {
+    let mut cmd = std::process::Command::new("python3");
+    cmd.args(["-u", "-c", ECHO_PY]);
+    let echo = shell.spawn("load-echo", Path::new("."), "load-echo", &mut cmd)?;
+    let line = echo.wait_line("`echo listening`", |l| l.starts_with("echo listening"))?;
+    let port = line
+        .rsplit(' ')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| echo.fail(&format!("no port in {line:?}")))?;
+    Ok((echo, SocketAddr::from(([127, 0, 0, 1], port))))
+}
+
+/// Open descriptors of `pid` and its soft open-file limit.
+fn fds(pid: u32) -> (u64, u64) {
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64);
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
+    let soft = limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(u64::MAX);
+    (open, soft)
+}
+
+/// One line of a Prometheus text exposition: the value of the first sample named `name` whose
+/// labels contain `labels`.
+fn sample(metrics: &str, name: &str, labels: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && l.contains(labels))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 #[test]
@@ -85,23 +133,17 @@ fn concurrent_connections_across_two_gateways_lose_and_corrupt_nothing() -> Resu
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(DEFAULT_CONNECTIONS);
-    let limit = raise_nofile(65_536);
-    let fit = usize::try_from(limit.saturating_sub(SPARE_FDS) / 2).unwrap_or(usize::MAX);
-    let n = wanted.min(fit);
-    if n < wanted {
-        println!("open-file limit {limit}: running {n} connections instead of {wanted}");
-    }
+    raise_nofile(65_536);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let endpoint = rt.block_on(echo_endpoint());
 
     // Room for every connection plus the probes on both gateways, and handshake deadlines that
-    // a burst of thousands of handshakes on two busy cores does not run into.
+    // a loaded 2-core machine does not run into.
     let roomy = Options {
         gateway: GatewayLimits {
-            max_connections: Some(n + 1000),
+            max_connections: Some(wanted + 1000),
             hello_timeout: Some(Duration::from_secs(60)),
             connect_timeout: Some(Duration::from_secs(60)),
         },
@@ -111,6 +153,28 @@ fn concurrent_connections_across_two_gateways_lose_and_corrupt_nothing() -> Resu
     let [a, b] = &w.topo.clusters[..] else {
         unreachable!()
     };
+    let (echo, endpoint) = echo_endpoint(&w.topo.shell)?;
+    // What fits: one descriptor per connection here and in the echo process, two in each
+    // gateway, beyond what each already holds.
+    let mut n = wanted;
+    for (who, pid) in [
+        ("a gateway", a.gateway.pid()),
+        ("b gateway", b.gateway.pid()),
+    ] {
+        let (open, soft) = fds(pid);
+        let fit = usize::try_from(soft.saturating_sub(open + SPARE_FDS) / 2).unwrap_or(usize::MAX);
+        println!(
+            "{who}: {open} descriptors open, open-file limit {soft}: room for {fit} connections"
+        );
+        n = n.min(fit);
+    }
+    for pid in [std::process::id(), echo.pid()] {
+        let (open, soft) = fds(pid);
+        n = n.min(usize::try_from(soft.saturating_sub(open + SPARE_FDS)).unwrap_or(usize::MAX));
+    }
+    if n < wanted {
+        println!("open-file limits: running {n} connections instead of {wanted}");
+    }
     a.join(&b.token()?)?;
     let registry = b.dir.join("registry.yaml");
     let text = std::fs::read_to_string(&registry).expect("b's registry");
@@ -159,6 +223,15 @@ fn concurrent_connections_across_two_gateways_lose_and_corrupt_nothing() -> Resu
             }
         }
         let peak = pids.map(|(_, p)| rss_kib(p));
+        let queued = sample(
+            &http_get(a.admin, "/metrics"),
+            "federation_gateway_tls_handshakes_queued",
+            "side=\"egress\"",
+        );
+        println!(
+            "all {n} open after {:?}; {queued} queued for a handshake slot in gateway a",
+            started.elapsed()
+        );
         let tasks: Vec<_> = conns
             .into_iter()
             .enumerate()
@@ -178,10 +251,31 @@ fn concurrent_connections_across_two_gateways_lose_and_corrupt_nothing() -> Resu
     let took = started.elapsed();
     let after: Vec<u64> = pids.iter().map(|(_, p)| rss_kib(*p)).collect();
     println!("{n} concurrent connections across two gateways in {took:?}");
+    for (who, admin, side) in [("a", a.admin, "egress"), ("b", b.admin, "ingress")] {
+        let m = http_get(admin, "/metrics");
+        let label = format!("side=\"{side}\"");
+        let waits = sample(
+            &m,
+            "federation_gateway_tls_handshake_queue_wait_seconds_count",
+            &label,
+        );
+        let waited = sample(
+            &m,
+            "federation_gateway_tls_handshake_queue_wait_seconds_sum",
+            &label,
+        );
+        println!(
+            "gateway {who} ({side}): {waits} handshakes, mean wait for a slot {:.2} s",
+            waited / waits.max(1.0)
+        );
+    }
     for (i, (who, _)) in pids.iter().enumerate() {
         println!(
-            "RSS {who}: {} KiB before, {} KiB with all open, {} KiB after",
-            before[i], peak[i], after[i]
+            "RSS {who}: {} KiB before, {} KiB with all open, {} KiB after ({:.1} KiB per connection)",
+            before[i],
+            peak[i],
+            after[i],
+            peak[i].max(after[i]).saturating_sub(before[i]) as f64 / n as f64
         );
     }
     if !lost.is_empty() {

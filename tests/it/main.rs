@@ -1,10 +1,12 @@
 //! End-to-end scenarios with real processes: `trust-bundle`, `east-west-gateway` and
 //! `federation-ctl` on loopback, in network namespaces, and with Envoy.
 
+mod clock;
 mod envoy;
 mod faults;
 mod federation;
 mod hostile;
+mod hostile_dns;
 mod kube_leader;
 mod load;
 mod netns;

@@ -1,7 +1,7 @@
 //! The scenarios' world: clusters on loopback sharing one root, in a temporary directory.
 
 use multicloud::Error;
-use multicloud::cluster::Options;
+use multicloud::cluster::{Cluster, ECHO, Options};
 use multicloud::shell::Shell;
 use multicloud::topology::Topology;
 
@@ -27,4 +27,16 @@ pub(crate) fn world(names: &[&str], opts: &[Options]) -> Result<World> {
         topo.start(name, &ca, &opts)?;
     }
     Ok(World { topo, work })
+}
+
+/// `a` links with `b` and `c`, both export the echo service, and `a` imports it from both.
+pub(crate) fn import_echo_from_two(a: &Cluster, b: &Cluster, c: &Cluster) -> Result {
+    a.join(&b.token()?)?;
+    a.join(&c.token()?)?;
+    b.export(ECHO)?;
+    c.export(ECHO)?;
+    a.wait_import("imported from b and c", ECHO, |i| {
+        i.is_some_and(|i| i["sources"].as_array().map(Vec::len) == Some(2))
+    })
+    .map(drop)
 }

@@ -34,6 +34,9 @@ pub fn dump(config: &Config) -> Value {
             "buffer_bytes": config.upstream.buffer_bytes,
             "splice": config.upstream.splice.as_str(),
         },
+        "limits": {
+            "max_concurrent_handshakes": config.limits.max_concurrent_handshakes,
+        },
         "drain_timeout": human(config.drain_timeout),
         "reload": { "watch_interval": config.watch_interval.map(human) },
         "tls": config.tls.as_ref().map(|t| match t {

@@ -14,6 +14,8 @@ pub(crate) struct RawConfig {
     pub(crate) admin: RawAdmin,
     #[serde(default)]
     pub(crate) upstream: RawUpstream,
+    #[serde(default)]
+    pub(crate) limits: RawLimits,
     pub(crate) drain_timeout: Option<String>,
     #[serde(default)]
     pub(crate) reload: RawReload,
@@ -66,6 +68,12 @@ pub(crate) struct RawUpstream {
     pub(crate) ejection_max: Option<String>,
     pub(crate) buffer_bytes: Option<usize>,
     pub(crate) splice: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLimits {
+    pub(crate) max_concurrent_handshakes: Option<usize>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

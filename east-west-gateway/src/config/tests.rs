@@ -36,6 +36,10 @@ fn minimal_config_gets_defaults() {
     assert_eq!(c.ingress.max_hello_bytes, 16 * 1024);
     assert_eq!(c.admin.listen.to_string(), DEFAULT_ADMIN_LISTEN);
     assert_eq!(c.watch_interval, Some(DEFAULT_WATCH_INTERVAL));
+    assert_eq!(
+        c.limits.max_concurrent_handshakes,
+        DEFAULT_MAX_CONCURRENT_HANDSHAKES
+    );
     assert_eq!(c.routes[0].mode, Mode::Passthrough);
     assert_eq!(c.routes[0].endpoints[0].weight, 1);
 }
@@ -49,6 +53,7 @@ cluster_domain: corp.local
 ingress: { listen: 127.0.0.1:0, hello_timeout: 250ms, max_hello_bytes: 4096, max_connections: 10 }
 admin: { listen: 127.0.0.1:0 }
 upstream: { connect_timeout: 1s, idle_timeout: 2m, connect_attempts: 2, ejection_base: 100ms, ejection_max: 5s, buffer_bytes: 16384 }
+limits: { max_concurrent_handshakes: 64 }
 drain_timeout: 3s
 reload: { watch_interval: 0s }
 routes:
@@ -61,6 +66,11 @@ routes:
     .expect("valid");
     assert_eq!(c.ingress.hello_timeout, Duration::from_millis(250));
     assert_eq!(c.watch_interval, None);
+    assert_eq!(c.limits.max_concurrent_handshakes, 64);
+    assert_eq!(
+        dump(&c)["limits"]["max_concurrent_handshakes"],
+        serde_json::json!(64)
+    );
     assert_eq!(
         c.routes[0].patterns,
         vec![
@@ -105,6 +115,14 @@ fn invalid_values_name_the_field_and_the_fix() {
     assert_error(
         &format!("{MINIMAL}ingress: {{ max_connections: 0 }}\n"),
         &["ingress.max_connections: 0 is not allowed"],
+    );
+    assert_error(
+        &format!("{MINIMAL}limits: {{ max_concurrent_handshakes: 0 }}\n"),
+        &["limits.max_concurrent_handshakes: 0 is not allowed"],
+    );
+    assert_error(
+        &format!("{MINIMAL}limits: {{ max_handshakes: 10 }}\n"),
+        &["unknown field `max_handshakes`"],
     );
     assert_error(
         &format!("{MINIMAL}ingress: {{ max_hello_bytes: 100 }}\n"),

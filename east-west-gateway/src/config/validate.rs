@@ -15,8 +15,9 @@ use super::{
     Admin, Authorization, Config, DEFAULT_ADMIN_LISTEN, DEFAULT_BUFFER_BYTES,
     DEFAULT_CLUSTER_DOMAIN, DEFAULT_CONNECT_ATTEMPTS, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_DRAIN_TIMEOUT, DEFAULT_EJECTION_BASE, DEFAULT_EJECTION_MAX, DEFAULT_HELLO_TIMEOUT,
-    DEFAULT_IDLE_TIMEOUT, DEFAULT_INGRESS_LISTEN, DEFAULT_MAX_CONNECTIONS, DEFAULT_WATCH_INTERVAL,
-    Egress, EgressMode, Endpoint, Error, Ingress, Mode, Route, Splice, Tls, TlsFiles, Upstream,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_INGRESS_LISTEN, DEFAULT_MAX_CONCURRENT_HANDSHAKES,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_WATCH_INTERVAL, Egress, EgressMode, Endpoint, Error, Ingress,
+    Limits, Mode, Route, Splice, Tls, TlsFiles, Upstream,
 };
 use crate::names;
 use crate::route::{self, Pattern};
@@ -128,6 +129,13 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Error> {
             "make ejection_max at least ejection_base",
         ));
     }
+    let limits = Limits {
+        max_concurrent_handshakes: positive(
+            "limits.max_concurrent_handshakes",
+            raw.limits.max_concurrent_handshakes,
+            DEFAULT_MAX_CONCURRENT_HANDSHAKES,
+        )?,
+    };
     let drain_timeout = duration(
         "drain_timeout",
         raw.drain_timeout.as_deref(),
@@ -195,6 +203,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Error> {
         ingress,
         admin,
         upstream,
+        limits,
         drain_timeout,
         watch_interval,
         tls,

@@ -14,7 +14,7 @@ use super::Pool;
 use super::gateways::Target;
 use crate::config::{self, EgressMode};
 use crate::drain;
-use crate::metrics::{EgressLabel, EgressOutcome, GatewayReason, Metrics};
+use crate::metrics::{EgressLabel, EgressOutcome, GatewayReason, Metrics, Side};
 use crate::proxy::splice::{self, Tally};
 use crate::proxy::{Outcome, Shared, Snapshot, conn};
 use crate::tls::{self, FailureReason};
@@ -71,10 +71,14 @@ pub(super) async fn handle(
         sent: AtomicU64::new(0),
     };
     let connected = match pool.config.mode {
-        EgressMode::Mtls => pool
-            .connect_mtls(config, &mut record)
-            .await
-            .map(|tls| Upstream::Tls(Box::new(tls))),
+        EgressMode::Mtls => {
+            // One slot for the whole setup, failover included; it is taken before the TCP
+            // connect so the remote gateway's hello deadline never runs while we queue.
+            let slot = shared.handshakes.admit(Side::Egress, &metrics).await;
+            let tls = pool.connect_mtls(config, &mut record).await;
+            drop(slot);
+            tls.map(|tls| Upstream::Tls(Box::new(tls)))
+        }
         EgressMode::Passthrough => match conn::detect(&mut client, &config.ingress).await {
             Err(outcome) => Err(outcome),
             Ok((hello, parsed)) => {

@@ -23,7 +23,7 @@ use super::splice::{self, Tally};
 use super::{Outcome, RouteState, Shared, passthrough};
 use crate::config;
 use crate::drain;
-use crate::metrics::{Metrics, TlsFailureLabel};
+use crate::metrics::{Metrics, Side, TlsFailureLabel};
 use crate::tls::{self, FailureReason, Peer};
 
 #[allow(clippy::too_many_arguments)] // the connection, its route and the gateway-wide context
@@ -38,14 +38,18 @@ pub(super) async fn forward(
     drain: &mut drain::Watch,
 ) -> Outcome {
     let metrics = &shared.metrics;
+    // The ClientHello is in (detection has its own deadline); the handshake waits for a slot,
+    // then gets the hello's allowance from the moment the slot is granted.
+    let slot = shared.handshakes.admit(Side::Ingress, metrics).await;
     let acceptor = tokio_rustls::TlsAcceptor::from(server_config);
     let handshake = acceptor.accept(Prefixed {
         prefix: hello,
         read: 0,
         inner: client,
     });
-    // The ClientHello already arrived; the rest of the handshake gets the same allowance.
-    let (reason, text) = match tokio::time::timeout(config.ingress.hello_timeout, handshake).await {
+    let done = tokio::time::timeout(config.ingress.hello_timeout, handshake).await;
+    drop(slot);
+    let (reason, text) = match done {
         Ok(Ok(tls)) => {
             let chain = tls::owned_chain(tls.get_ref().1.peer_certificates());
             record.peer = Some(Peer::from_certs(&chain));

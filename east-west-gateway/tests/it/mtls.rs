@@ -1,6 +1,6 @@
 //! Gateway-to-gateway mTLS: gateway A (cluster aws) egress → gateway B (cluster gcp) ingress
 //! terminate → echo endpoint; refusals by trust and by authorization; host-name gateway
-//! addresses; certificate and bundle reload.
+//! addresses; certificate and bundle reload; the bound on handshakes in progress.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use trust_bundle::test_util::{bundle_map, intermediate, leaf, root};
 
-use crate::support::backend::EchoBackend;
+use crate::support::backend::{EchoBackend, client_hello};
 use crate::support::pki::{Files, Pki, gateway_id, write_atomically};
 use crate::support::{Gateway, PATIENCE, closed};
 
@@ -286,4 +286,67 @@ fn a_reloaded_bundle_refuses_new_connections_and_closes_open_ones_it_no_longer_t
             "key path leaked"
         );
     }
+}
+
+#[test]
+fn handshakes_past_the_limit_queue_and_a_stalled_peer_holds_its_slot_only_until_its_deadline() {
+    let pki = Pki::new();
+    let echo = EchoBackend::start("gcp:");
+    // One handshake slot; a stalled handshake is cut after 1 s.
+    let config = remote_gateway(
+        "gcp",
+        &pki.gateway("b", &pki.gcp, "gcp.example"),
+        echo.addr,
+        "limits: { max_concurrent_handshakes: 1 }\n",
+    )
+    .replace(
+        "ingress: { listen: 127.0.0.1:0 }",
+        "ingress: { listen: 127.0.0.1:0, hello_timeout: 1s }",
+    );
+    let b = Gateway::start(&config);
+    let gateways = format!("{{ address: '{}' }}", b.ingress);
+    // a's handshake deadline outlasts the stall, so only b's queue decides the order.
+    let a = Gateway::start(&gateway_a(
+        &pki.gateway("a", &pki.aws, "aws.example"),
+        &gateways,
+        "upstream: { connect_timeout: 30s }\n",
+    ));
+    let in_progress = "federation_gateway_tls_handshakes_in_progress{side=\"ingress\"}";
+    let queued = "federation_gateway_tls_handshakes_queued{side=\"ingress\"}";
+
+    // A peer that sends a routed ClientHello, then nothing: it takes the only slot.
+    let mut staller = TcpStream::connect(b.ingress).expect("connect");
+    staller
+        .write_all(&client_hello(Some(
+            "9080.reviews.default.gcp.v1.isthmus.internal",
+        )))
+        .expect("hello");
+    b.wait_metric_eq(in_progress, 1.0);
+
+    // A real peer's handshake waits for the slot instead of sharing the CPU with the staller.
+    let egress = a.egress("reviews");
+    let call = std::thread::spawn(move || call(egress, b"queued"));
+    b.wait_metric_eq(queued, 1.0);
+    assert_eq!(
+        b.metric(in_progress),
+        1.0,
+        "the queued one is not in progress"
+    );
+
+    // The stalled handshake ends at its deadline (counted as refused); the waiting one then
+    // gets the slot and completes.
+    assert_eq!(call.join().expect("caller"), b"gcp:queued");
+    b.wait_metric(&closed("reviews", "tls_refused"), 1.0);
+    b.wait_metric(&closed("reviews", "forwarded"), 1.0);
+    b.wait_metric_eq(queued, 0.0);
+    b.wait_metric_eq(in_progress, 0.0);
+    b.wait_metric(
+        "federation_gateway_tls_handshake_queue_wait_seconds_count{side=\"ingress\"}",
+        2.0,
+    );
+    a.wait_metric(
+        "federation_gateway_tls_handshake_queue_wait_seconds_count{side=\"egress\"}",
+        1.0,
+    );
+    drop(staller);
 }

@@ -111,6 +111,22 @@ impl Net {
             })
     }
 
+    /// Takes `cluster`'s link to the bridge down (`up == false`) or back up: the cluster is cut
+    /// off from every other, as by a failed uplink, with its processes still running.
+    pub fn set_link(&self, cluster: &str, up: bool) -> Result<()> {
+        let n = self
+            .sites
+            .iter()
+            .position(|s| s.cluster == cluster)
+            .ok_or_else(|| Error::Output {
+                command: "netns".into(),
+                detail: format!("no namespace for cluster {cluster}"),
+            })?
+            + 1;
+        let state = if up { "up" } else { "down" };
+        ip(&["-n", &self.wan, "link", "set", &format!("p{n}"), state])
+    }
+
     fn add_netns(&mut self, name: &str) -> Result<()> {
         ip(&["netns", "add", name])?;
         self.made.push(name.to_owned());

@@ -83,23 +83,32 @@ pub struct Traffic {
 
 impl Traffic {
     pub fn start(addr: SocketAddr, expected: &str) -> Self {
+        let expected = expected.to_owned();
+        Self::start_with(move || match call(addr) {
+            Ok(body) if body == expected => Ok(()),
+            other => Err(format!("{other:?}")),
+        })
+    }
+
+    /// Calls with `call` (e.g. [`crate::echo::call_in`] a network namespace, with its own idea
+    /// of success) back to back until stopped.
+    pub fn start_with(mut call: impl FnMut() -> Result<(), String> + Send + 'static) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicUsize::new(0));
         let errors = Arc::new(Mutex::new(Vec::new()));
-        let expected = expected.to_owned();
         let thread = {
             let (stop, ok, errors) = (stop.clone(), ok.clone(), errors.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    match call(addr) {
-                        Ok(body) if body == expected => {
+                    match call() {
+                        Ok(()) => {
                             ok.fetch_add(1, Ordering::Relaxed);
                         }
-                        other => {
+                        Err(error) => {
                             errors
                                 .lock()
                                 .unwrap_or_else(PoisonError::into_inner)
-                                .push(format!("{other:?}"));
+                                .push(error);
                             // A dead path is not hammered while it comes back.
                             std::thread::sleep(RETRY);
                         }
