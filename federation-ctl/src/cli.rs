@@ -5,6 +5,8 @@
 //! not be reached, 64 a bad config file.
 
 pub mod controller;
+#[cfg(feature = "kubernetes")]
+mod leader;
 mod output;
 mod status;
 mod wait;
@@ -25,6 +27,8 @@ pub const CONTROLLER_ENV: &str = "ISTHMUS_CONTROLLER";
 pub const EXIT_UNREACHABLE: u8 = 3;
 /// Exit code for an invalid controller config.
 pub const EXIT_CONFIG: u8 = 64;
+/// Exit code of a controller that lost its leader-election Lease (its pod restarts as a standby).
+pub const EXIT_LEADERSHIP_LOST: u8 = 75;
 
 /// Isthmus federation: link clusters, export services, see what is imported, diagnose.
 #[derive(Debug, Parser)]

@@ -40,6 +40,14 @@
 //!   listen: 127.0.0.1:15053          # UDP and TCP; port 0 picks one (the `ready` event says which)
 //!   zone: clusterset.local           # the default
 //!   ttl: 5s                          # TTL of the answers (default 5s)
+//! leader_election:                   # optional: replicas elect one writer with a Lease (off when absent)
+//!   kubeconfig: ./kubeconfig         # default: in-cluster config, then $KUBECONFIG / ~/.kube/config
+//!   namespace: isthmus-system        # where the Lease, ClusterLinks and state Secret live (required)
+//!   lease_name: isthmus-controller   # the default
+//!   identity: pod-a                  # this replica's name in the Lease (default: <hostname>-<pid>)
+//!   lease_duration: 15s              # a standby takes over a Lease not renewed for this long
+//!   renew_deadline: 10s              # the leader exits when it could not renew for this long
+//!   retry_period: 2s                 # between attempts to acquire or renew
 //! ```
 
 mod raw;
@@ -82,6 +90,12 @@ pub const DEFAULT_DNS_ZONE: &str = "clusterset.local";
 pub const DEFAULT_DNS_LISTEN: &str = "127.0.0.1:15053";
 /// Default TTL of DNS answers: short, since an import's listener can go with its last source.
 pub const DEFAULT_DNS_TTL: Duration = Duration::from_secs(5);
+/// Default name of the leader-election Lease.
+pub const DEFAULT_LEASE_NAME: &str = "isthmus-controller";
+/// Default leader-election timings, as Kubernetes' own controllers use.
+pub const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(15);
+pub const DEFAULT_RENEW_DEADLINE: Duration = Duration::from_secs(10);
+pub const DEFAULT_RETRY_PERIOD: Duration = Duration::from_secs(2);
 /// The API socket's file name inside the state directory, when not configured.
 pub const DEFAULT_API_SOCKET: &str = "api.sock";
 
@@ -134,6 +148,23 @@ pub struct ControllerConfig {
     pub preferences: Vec<ClusterName>,
     /// The DNS server for imported services; `None`: off.
     pub dns: Option<Dns>,
+    /// Leader election among replicas; `None`: off (this process is the only writer).
+    pub leader_election: Option<LeaderElection>,
+}
+
+/// One writer per cluster: replicas hold a `coordination.k8s.io` Lease, and the leader mirrors
+/// its durable state into the API so a standby can take over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderElection {
+    /// `None`: `kube::Config::infer` (in-cluster, then `$KUBECONFIG` / `~/.kube/config`).
+    pub kubeconfig: Option<PathBuf>,
+    pub namespace: String,
+    pub lease_name: String,
+    /// This replica's `holderIdentity`.
+    pub identity: String,
+    pub lease_duration: Duration,
+    pub renew_deadline: Duration,
+    pub retry_period: Duration,
 }
 
 /// DNS for imports: `NAME.NS.svc.<zone>` A/AAAA to the egress address, SRV with the port.

@@ -220,13 +220,22 @@ pub async fn start(
     cfg: ControllerConfig,
     registry: Arc<dyn RegistrySource>,
 ) -> anyhow::Result<(Arc<Shared>, Listening)> {
+    let state = StateDir::open(&cfg.state_dir)?;
+    start_with_state(cfg, registry, state).await
+}
+
+/// [`start`] on a state directory already open (e.g. with its changes mirrored elsewhere).
+pub async fn start_with_state(
+    cfg: ControllerConfig,
+    registry: Arc<dyn RegistrySource>,
+    state: StateDir,
+) -> anyhow::Result<(Arc<Shared>, Listening)> {
     let ca = ClusterCa::load(
         &cfg.ca,
         &cfg.cluster,
         cfg.trust_domain.as_ref(),
         cfg.trust_bundle.as_deref(),
     )?;
-    let state = StateDir::open(&cfg.state_dir)?;
     let announced = trust::announced_at_start(&state, &ca)?;
     let now = SystemTime::now();
     let controller_id = ca.issue(Role::Controller, cfg.identity_validity, now)?;

@@ -9,13 +9,20 @@
 //! And the `kubernetes` registry: [`registry`] reads local Services, EndpointSlices and
 //! ServiceExports ([`local`] converts them), [`imports`] writes each import as a ServiceImport,
 //! a derived Service and EndpointSlices ([`derive`] says what they are).
+//!
+//! And leader election among controller replicas: [`lease`] (sans IO) and [`elector`] (the
+//! Lease client), with [`state`], the mirror of the state directory in the API that lets a
+//! standby take over.
 
 pub mod derive;
+pub mod elector;
 pub mod imports;
+pub mod lease;
 pub mod link;
 pub mod local;
 pub mod mcs;
 pub mod registry;
+pub mod state;
 
 use ::kube::CustomResourceExt as _;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

@@ -23,6 +23,7 @@
 //! small) or on `spawn_blocking`.
 
 mod lock;
+mod mirror;
 mod records;
 
 use std::collections::BTreeMap;
@@ -35,6 +36,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use lock::{LOCK_FILE, LockError, StateLock};
+pub use mirror::{MIRRORED_RECORDS, MirrorTx, StateChange};
 pub use records::{
     CliExport, EgressEntry, EgressFull, EgressPorts, ExportsRecord, ImportsRecord, LinkRecord,
     LinkRole, TrustRecord,
@@ -80,6 +82,8 @@ pub enum StateError {
 #[derive(Debug, Clone)]
 pub struct StateDir {
     root: PathBuf,
+    /// Where saved changes also go (the API mirror, when leader election is on).
+    mirror: Option<MirrorTx>,
 }
 
 impl StateDir {
@@ -112,6 +116,7 @@ impl StateDir {
         }
         let dir = Self {
             root: path.to_owned(),
+            mirror: None,
         };
         for sub in [LINKS, IMPORTS] {
             dir.ensure_subdir(sub)?;
@@ -130,11 +135,31 @@ impl StateDir {
         &self.root
     }
 
+    /// The same directory, every successful save or removal also sent to `tx`.
+    pub fn with_mirror(mut self, tx: MirrorTx) -> Self {
+        self.mirror = Some(tx);
+        self
+    }
+
+    /// Sends the mirror a change that is no file here (a link's live status); nothing
+    /// without a mirror.
+    pub fn report(&self, change: impl FnOnce() -> StateChange) {
+        self.mirror(change);
+    }
+
+    fn mirror(&self, change: impl FnOnce() -> StateChange) {
+        if let Some(tx) = &self.mirror {
+            // The receiver only goes away when the process stops.
+            let _ = tx.send(change());
+        }
+    }
+
     /// An existing state directory, for reading only: unlike [`Self::open`] it creates and
     /// removes nothing, so a reader (`check`) never races a running controller's writes.
     pub fn read_only(path: &Path) -> Option<Self> {
         path.is_dir().then(|| Self {
             root: path.to_owned(),
+            mirror: None,
         })
     }
 
@@ -167,12 +192,16 @@ impl StateDir {
     }
 
     pub fn save_link(&self, rec: &LinkRecord) -> Result<(), StateError> {
-        self.write_json(&self.peer_file(LINKS, &rec.peer), rec)
+        self.write_json(&self.peer_file(LINKS, &rec.peer), rec)?;
+        self.mirror(|| StateChange::Link(rec.clone()));
+        Ok(())
     }
 
     /// Forgets a link (its imports are separate: see [`Self::remove_imports`]).
     pub fn remove_link(&self, peer: &ClusterName) -> Result<(), StateError> {
-        self.remove(&self.peer_file(LINKS, peer))
+        self.remove(&self.peer_file(LINKS, peer))?;
+        self.mirror(|| StateChange::LinkRemoved(peer.clone()));
+        Ok(())
     }
 
     // --- imports ---
@@ -201,10 +230,17 @@ impl StateDir {
 
     /// Saves a peer's imports; a peer that never sent a snapshot has nothing to save.
     pub fn save_imports(&self, peer: &PeerImports) -> Result<(), StateError> {
-        match ImportsRecord::from_peer(peer) {
-            Some(rec) => self.write_json(&self.peer_file(IMPORTS, &rec.peer), &rec),
-            None => Ok(()),
-        }
+        let Some(rec) = ImportsRecord::from_peer(peer) else {
+            return Ok(());
+        };
+        self.write_json(&self.peer_file(IMPORTS, &rec.peer), &rec)?;
+        self.mirror(|| StateChange::LinkStatus {
+            peer: rec.peer.clone(),
+            connected: true,
+            last_heard_ms: Some(rec.last_heard_ms),
+            feed_version: Some(rec.version),
+        });
+        Ok(())
     }
 
     pub fn remove_imports(&self, peer: &ClusterName) -> Result<(), StateError> {
@@ -223,7 +259,7 @@ impl StateDir {
     }
 
     pub fn save_tokens(&self, book: &TokenBook) -> Result<(), StateError> {
-        self.write_json(&self.root.join(TOKENS), book)
+        self.save_record(TOKENS, book)
     }
 
     // --- exports ---
@@ -234,7 +270,7 @@ impl StateDir {
     }
 
     pub fn save_exports(&self, rec: &ExportsRecord) -> Result<(), StateError> {
-        self.write_json(&self.root.join(EXPORTS), rec)
+        self.save_record(EXPORTS, rec)
     }
 
     // --- egress ports ---
@@ -254,7 +290,7 @@ impl StateDir {
         let file = records::EgressFile {
             ports: ports.entries(),
         };
-        self.write_json(&self.root.join(EGRESS), &file)
+        self.save_record(EGRESS, &file)
     }
 
     // --- listener ---
@@ -267,7 +303,7 @@ impl StateDir {
     }
 
     pub fn save_peering_port(&self, port: u16) -> Result<(), StateError> {
-        self.write_json(&self.root.join(PEERING), &port)
+        self.save_record(PEERING, &port)
     }
 
     /// Our bundle as last announced to peers, and its sequence.
@@ -277,7 +313,7 @@ impl StateDir {
     }
 
     pub fn save_trust(&self, rec: &TrustRecord) -> Result<(), StateError> {
-        self.write_json(&self.root.join(TRUST), rec)
+        self.save_record(TRUST, rec)
     }
 
     // --- plumbing ---
@@ -342,7 +378,65 @@ impl StateDir {
         Ok(())
     }
 
-    fn write_json<T: Serialize>(&self, path: &Path, value: &T) -> Result<(), StateError> {
+    /// Saves one of the [`MIRRORED_RECORDS`] and mirrors its content.
+    fn save_record<T: Serialize>(&self, name: &'static str, value: &T) -> Result<(), StateError> {
+        let bytes = self.write_json(&self.root.join(name), value)?;
+        self.mirror(|| StateChange::Record { name, json: bytes });
+        Ok(())
+    }
+
+    /// The content of one of the [`MIRRORED_RECORDS`] (`None`: not saved yet).
+    pub fn read_record(&self, name: &str) -> Result<Option<Vec<u8>>, StateError> {
+        let path = self.record_path(name)?;
+        match fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StateError::Io {
+                action: "read",
+                path,
+                source,
+            }),
+        }
+    }
+
+    /// Replaces one of the [`MIRRORED_RECORDS`] with `bytes` taken from the API (`None`: removes
+    /// it), without mirroring it back. The controller's loaders check the content at start.
+    pub fn restore_record(&self, name: &str, bytes: Option<&[u8]>) -> Result<(), StateError> {
+        let path = self.record_path(name)?;
+        match bytes {
+            Some(bytes) => commit(&stage(&path, bytes)?, &path),
+            None => self.remove(&path),
+        }
+    }
+
+    /// Replaces the saved links with `links` taken from the API, without mirroring them back.
+    pub fn restore_links(&self, links: &[LinkRecord]) -> Result<(), StateError> {
+        let keep: std::collections::BTreeSet<&ClusterName> =
+            links.iter().map(|l| &l.peer).collect();
+        for (peer, path) in self.per_peer_files(LINKS)? {
+            if !keep.contains(&peer) {
+                self.remove(&path)?;
+            }
+        }
+        for rec in links {
+            self.write_json(&self.peer_file(LINKS, &rec.peer), rec)?;
+        }
+        Ok(())
+    }
+
+    fn record_path(&self, name: &str) -> Result<PathBuf, StateError> {
+        if !MIRRORED_RECORDS.contains(&name) {
+            return Err(StateError::Dir {
+                path: self.root.clone(),
+                problem: format!("{name:?} is not a state record"),
+                fix: format!("use one of {}", MIRRORED_RECORDS.join(", ")),
+            });
+        }
+        Ok(self.root.join(name))
+    }
+
+    /// Writes `value` as JSON, atomically; the bytes written.
+    fn write_json<T: Serialize>(&self, path: &Path, value: &T) -> Result<Vec<u8>, StateError> {
         let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| StateError::Io {
             action: "serialise",
             path: path.to_owned(),
@@ -350,7 +444,8 @@ impl StateDir {
         })?;
         bytes.push(b'\n');
         let tmp = stage(path, &bytes)?;
-        commit(&tmp, path)
+        commit(&tmp, path)?;
+        Ok(bytes)
     }
 
     fn remove(&self, path: &Path) -> Result<(), StateError> {
@@ -484,4 +579,4 @@ fn corrupt(path: &Path, problem: String, fix: String) -> StateError {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

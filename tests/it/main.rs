@@ -7,6 +7,7 @@ mod faults;
 mod federation;
 mod hostile;
 mod hostile_dns;
+mod kube_leader;
 mod kubernetes;
 mod load;
 mod netns;

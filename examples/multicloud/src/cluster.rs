@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+mod replica;
+
 use crate::echo::Echo;
 use crate::process::Process;
 use crate::shell::Shell;
@@ -59,6 +61,8 @@ pub struct Options {
     pub identity_validity: Option<Duration>,
     /// Extra environment for the controller (e.g. libfaketime's `LD_PRELOAD` and `FAKETIME`).
     pub controller_env: Vec<(String, String)>,
+    /// Extra top-level sections appended to the controller's config (e.g. `leader_election`).
+    pub controller_extra: String,
     /// Gateway limits for load scenarios; the gateway's defaults when `None`.
     pub gateway: GatewayLimits,
     /// Read services and exports from the Kubernetes API this kubeconfig names (namespace
@@ -95,6 +99,7 @@ impl Default for Options {
             echo_process: false,
             identity_validity: None,
             controller_env: Vec::new(),
+            controller_extra: String::new(),
             gateway: GatewayLimits::default(),
             kubeconfig: None,
         }
@@ -259,7 +264,7 @@ impl Cluster {
         };
         let config = rel.join("controller.yaml");
         let controller_yaml = format!(
-            "cluster: {name}\nca: {ca}\ntrust_bundle: {bundle}\nregistry: {registry}\nstate_dir: state\npeering: {{ listen: {public}:{peering} }}\ngateways:\n  addresses: [{ingress}]\n  egress: {{ address: {host}, ports: {first}-{last} }}\nlease: {{ heartbeat_interval: {hb}ms, missed_heartbeats: {missed} }}\npreferences: [{prefs}]\ndns: {{ listen: {host}:0 }}\n{validity}",
+            "cluster: {name}\nca: {ca}\ntrust_bundle: {bundle}\nregistry: {registry}\nstate_dir: state\npeering: {{ listen: {public}:{peering} }}\ngateways:\n  addresses: [{ingress}]\n  egress: {{ address: {host}, ports: {first}-{last} }}\nlease: {{ heartbeat_interval: {hb}ms, missed_heartbeats: {missed} }}\npreferences: [{prefs}]\ndns: {{ listen: {host}:0 }}\n{validity}{extra}",
             ca = relative_to(ca, &rel).display(),
             bundle = relative_to(bundle, &rel).display(),
             registry = match &opts.kubeconfig {
@@ -279,6 +284,7 @@ impl Cluster {
                 .identity_validity
                 .map(|v| format!("identity_validity: {}s\n", v.as_secs()))
                 .unwrap_or_default(),
+            extra = opts.controller_extra,
         );
         files.write(&config, &controller_yaml)?;
         let (controller, peering) =
@@ -784,19 +790,37 @@ fn spawn_controller(
     config: &Path,
     env: &[(String, String)],
 ) -> Result<(Process, SocketAddr)> {
+    let p = spawn_controller_process(shell, netns, name, "controller", rel, config, env)?;
+    let peering = peering_of(&p)?;
+    Ok((p, peering))
+}
+
+/// Starts a controller process; its output goes to `<rel>/<file>.out|.err`.
+fn spawn_controller_process(
+    shell: &Shell,
+    netns: Option<&str>,
+    name: &str,
+    file: &str,
+    rel: &Path,
+    config: &Path,
+    env: &[(String, String)],
+) -> Result<Process> {
     let mut cmd = shell.command_in(netns, "federation-ctl")?;
     cmd.arg("controller")
         .arg("--config")
         .arg(config)
         .env("FEDERATION_LOG", "info")
         .envs(env.iter().map(|(k, v)| (k, v)));
-    let p = shell.spawn(&format!("{name}-controller"), rel, "controller", &mut cmd)?;
+    shell.spawn(&format!("{name}-{file}"), rel, file, &mut cmd)
+}
+
+/// Waits until a controller serves; its peering address.
+fn peering_of(p: &Process) -> Result<SocketAddr> {
     let ready = p.wait_event("ready", |_| true)?;
-    let peering = ready["peering"]
+    ready["peering"]
         .as_str()
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| p.fail("its ready event has no peering address"))?;
-    Ok((p, peering))
+        .ok_or_else(|| p.fail("its ready event has no peering address"))
 }
 
 /// `path` (relative to the work directory) as seen from `dir` (also relative to it): the

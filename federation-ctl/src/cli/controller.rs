@@ -36,7 +36,7 @@ fn init_logs() {
 }
 
 /// Writes one lifecycle event line to stdout.
-fn event(value: &serde_json::Value) {
+pub(super) fn event(value: &serde_json::Value) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{value}");
     let _ = out.flush();
@@ -53,23 +53,49 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
         code: EXIT_CONFIG,
         message: e.to_string(),
     })?;
+    let state = StateDir::open(&cfg.state_dir)?;
+    // A standby waits here: it reads no state, binds no listener and writes nothing.
+    #[cfg(feature = "kubernetes")]
+    let leading = match &cfg.leader_election {
+        Some(election) => Some(super::leader::lead(election, state.clone()).await?),
+        None => None,
+    };
+    #[cfg(feature = "kubernetes")]
+    let (state, leader) = match &leading {
+        Some(l) => (l.state.clone(), Some(l.identity.clone())),
+        None => (state, None),
+    };
+    #[cfg(not(feature = "kubernetes"))]
+    let leader: Option<String> = match cfg.leader_election {
+        Some(_) => {
+            return Err(Exit {
+                code: EXIT_CONFIG,
+                message: format!(
+                    "{}: leader_election needs federation-ctl built with the `kubernetes` feature",
+                    path.display()
+                ),
+            }
+            .into());
+        }
+        None => None,
+    };
     let (registry, import_writer): (Arc<dyn Registry>, _) = match &cfg.registry {
         RegistryConfig::File {
             path,
             watch_interval,
         } => {
-            let state = StateDir::open(&cfg.state_dir)?;
-            let registry = FileRegistry::open(path, *watch_interval, state).map_err(|e| Exit {
-                code: EXIT_CONFIG,
-                message: e.to_string(),
-            })?;
+            let registry =
+                FileRegistry::open(path, *watch_interval, state.clone()).map_err(|e| Exit {
+                    code: EXIT_CONFIG,
+                    message: e.to_string(),
+                })?;
             tokio::spawn(registry.clone().run());
             (Arc::new(registry), None)
         }
         RegistryConfig::Kubernetes(kube_cfg) => kubernetes(kube_cfg, &cfg).await?,
     };
     let cluster = cfg.cluster.clone();
-    let (shared, listening) = controller::start(cfg, registry)
+    let (shared, listening) = controller::start_with_state(cfg, registry, state)
         .await
         .context("the controller could not start")?;
     if let Some(writer) = import_writer {
@@ -86,8 +112,27 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
         "peering_addresses": shared.peering_addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         "api": listening.api,
         "dns": listening.dns.map(|a| a.to_string()),
+        "leader": leader,
         "pid": std::process::id(),
     }));
+    #[cfg(feature = "kubernetes")]
+    if let Some(leading) = leading {
+        tokio::spawn(super::leader::report_link_status(shared.clone()));
+        tokio::select! {
+            signalled = wait_for_signal() => signalled?,
+            lost = leading.renewing => {
+                let message = match lost {
+                    Ok(lost) => lost.to_string(),
+                    Err(e) => format!("the Lease renewal task failed: {e}"),
+                };
+                tracing::error!(%message, "leadership lost: exiting so that only one replica writes");
+                event(&serde_json::json!({"event": "leadership_lost", "pid": std::process::id()}));
+                return Err(Exit { code: super::EXIT_LEADERSHIP_LOST, message }.into());
+            }
+        }
+        event(&serde_json::json!({"event": "stopped", "pid": std::process::id()}));
+        return Ok(());
+    }
     wait_for_signal().await?;
     event(&serde_json::json!({"event": "stopped", "pid": std::process::id()}));
     Ok(())

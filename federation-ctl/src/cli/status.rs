@@ -47,6 +47,9 @@ pub(super) fn status_table(s: &pb::GetStatusResponse) -> String {
             format!("{} (zone {})", s.dns_listen, s.dns_zone)
         }
     );
+    if !s.leader.is_empty() {
+        out += &format!("LEADER   {} (holds the leader-election Lease)\n", s.leader);
+    }
     out += "\nGATEWAYS\n";
     let rows: Vec<Vec<String>> = s
         .gateways

@@ -24,6 +24,20 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub(crate) preferences: Vec<String>,
     pub(crate) dns: Option<RawDns>,
+    pub(crate) leader_election: Option<RawLeaderElection>,
+}
+
+/// Leader election among controller replicas with a `coordination.k8s.io` Lease; absent: off.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLeaderElection {
+    pub(crate) kubeconfig: Option<String>,
+    pub(crate) namespace: Option<String>,
+    pub(crate) lease_name: Option<String>,
+    pub(crate) identity: Option<String>,
+    pub(crate) lease_duration: Option<String>,
+    pub(crate) renew_deadline: Option<String>,
+    pub(crate) retry_period: Option<String>,
 }
 
 /// DNS for imported services; absent: no DNS server.

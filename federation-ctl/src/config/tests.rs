@@ -456,3 +456,73 @@ fn kubernetes_registry_errors_name_the_field_and_the_fix() {
         &["unknown field `namespace`"],
     );
 }
+
+#[test]
+fn leader_election_is_off_by_default_and_validated_when_given() {
+    assert_eq!(at(MINIMAL).expect("minimal").leader_election, None);
+    let le = at(&with("leader_election", "{ namespace: isthmus-system }"))
+        .expect("defaults")
+        .leader_election
+        .expect("on");
+    assert_eq!(
+        (
+            le.kubeconfig,
+            le.namespace.as_str(),
+            le.lease_name.as_str(),
+            le.lease_duration.as_secs(),
+            le.renew_deadline.as_secs(),
+            le.retry_period.as_secs()
+        ),
+        (None, "isthmus-system", "isthmus-controller", 15, 10, 2)
+    );
+    assert!(
+        le.identity.ends_with(&format!("-{}", std::process::id())),
+        "default identity is <hostname>-<pid>: {}",
+        le.identity
+    );
+    let le = at(&with(
+        "leader_election",
+        "{ namespace: ns, identity: pod-a, kubeconfig: kc, lease_duration: 3s, renew_deadline: 2s, retry_period: 200ms }",
+    ))
+    .expect("given")
+    .leader_election
+    .expect("on");
+    assert_eq!(le.identity, "pod-a");
+    assert_eq!(le.kubeconfig.as_deref(), Some(Path::new("/etc/isthmus/kc")));
+    assert_error(
+        &with("leader_election", "{ lease_name: x }"),
+        &["leader_election.namespace", "missing", "isthmus-system"],
+    );
+    assert_error(
+        &with("leader_election", "{ namespace: Bad_NS }"),
+        &["leader_election.namespace", "not a namespace name"],
+    );
+    assert_error(
+        &with(
+            "leader_election",
+            "{ namespace: ns, lease_duration: 10s, renew_deadline: 10s }",
+        ),
+        &[
+            "leader_election.renew_deadline",
+            "not shorter than lease_duration",
+        ],
+    );
+    assert_error(
+        &with("leader_election", "{ namespace: ns, retry_period: 10s }"),
+        &[
+            "leader_election.retry_period",
+            "not shorter than renew_deadline",
+        ],
+    );
+    assert_error(
+        &with(
+            "leader_election",
+            "{ namespace: ns, lease_duration: 1500ms, renew_deadline: 1s, retry_period: 100ms }",
+        ),
+        &["leader_election.lease_duration", "whole number of seconds"],
+    );
+    assert_error(
+        &with("leader_election", "{ namespace: ns, leaseName: x }"),
+        &["unknown field `leaseName`"],
+    );
+}

@@ -8,13 +8,17 @@ use std::time::Duration;
 
 use trust_bundle::TrustDomain;
 
-use super::raw::{RawConfig, RawDns, RawEgress, RawGateways, RawKubernetes, RawRegistry};
+use super::raw::{
+    RawConfig, RawDns, RawEgress, RawGateways, RawKubernetes, RawLeaderElection, RawRegistry,
+};
 use super::{
     Api, ConfigError, ControllerConfig, DEFAULT_API_SOCKET, DEFAULT_DNS_LISTEN, DEFAULT_DNS_TTL,
     DEFAULT_DNS_ZONE, DEFAULT_EGRESS_ADDRESS, DEFAULT_EGRESS_PORTS, DEFAULT_HEARTBEAT_INTERVAL,
-    DEFAULT_IDENTITY_VALIDITY, DEFAULT_MISSED_HEARTBEATS, DEFAULT_PEERING_LISTEN,
-    DEFAULT_TOKEN_TTL, DEFAULT_WATCH_INTERVAL, Dns, Egress, Gateways, HostPort, KubernetesRegistry,
-    LeaseConfig, MIN_IDENTITY_VALIDITY, Peering, PortRange, RegistryConfig,
+    DEFAULT_IDENTITY_VALIDITY, DEFAULT_LEASE_DURATION, DEFAULT_LEASE_NAME,
+    DEFAULT_MISSED_HEARTBEATS, DEFAULT_PEERING_LISTEN, DEFAULT_RENEW_DEADLINE,
+    DEFAULT_RETRY_PERIOD, DEFAULT_TOKEN_TTL, DEFAULT_WATCH_INTERVAL, Dns, Egress, Gateways,
+    HostPort, KubernetesRegistry, LeaderElection, LeaseConfig, MIN_IDENTITY_VALIDITY, Peering,
+    PortRange, RegistryConfig,
 };
 use crate::model::ClusterName;
 
@@ -177,6 +181,10 @@ pub(super) fn validate(raw: RawConfig, file: &Path) -> Result<ControllerConfig, 
     }
 
     let dns = raw.dns.map(|d| cx.dns(d)).transpose()?;
+    let leader_election = raw
+        .leader_election
+        .map(|l| cx.leader_election(l))
+        .transpose()?;
 
     Ok(ControllerConfig {
         source: file.to_owned(),
@@ -194,6 +202,7 @@ pub(super) fn validate(raw: RawConfig, file: &Path) -> Result<ControllerConfig, 
         token_ttl,
         preferences,
         dns,
+        leader_election,
     })
 }
 
@@ -419,6 +428,128 @@ impl Cx<'_> {
         let ttl = self.duration("dns.ttl", raw.ttl.as_deref(), DEFAULT_DNS_TTL)?;
         Ok(Dns { listen, zone, ttl })
     }
+
+    fn leader_election(&self, raw: RawLeaderElection) -> Result<LeaderElection, ConfigError> {
+        let fix =
+            "set it to the namespace the controller runs in, e.g. `namespace: isthmus-system`";
+        let namespace = self.required("leader_election.namespace", raw.namespace, fix)?;
+        if !is_dns_label(&namespace) {
+            return Err(self.invalid(
+                "leader_election.namespace",
+                format!("{namespace:?} is not a namespace name"),
+                "use an RFC 1123 label, e.g. isthmus-system",
+            ));
+        }
+        let lease_name = raw
+            .lease_name
+            .unwrap_or_else(|| DEFAULT_LEASE_NAME.to_owned());
+        if !is_dns_subdomain(&lease_name) {
+            return Err(self.invalid(
+                "leader_election.lease_name",
+                format!("{lease_name:?} is not an object name"),
+                "use lowercase letters, digits, '-' and '.', e.g. isthmus-controller",
+            ));
+        }
+        let identity = match raw.identity {
+            Some(id) if id.trim().is_empty() || id.len() > 253 => {
+                return Err(self.invalid(
+                    "leader_election.identity",
+                    "empty or longer than 253 bytes",
+                    "remove it to use <hostname>-<pid>, or give the pod's name",
+                ));
+            }
+            Some(id) => id,
+            None => default_identity(),
+        };
+        let kubeconfig = raw
+            .kubeconfig
+            .map(|p| {
+                self.path(
+                    "leader_election.kubeconfig",
+                    Some(p),
+                    "give a kubeconfig file, or remove it to use the in-cluster config",
+                )
+            })
+            .transpose()?;
+        let d = |field: &str, value: Option<String>, default| {
+            self.duration(
+                &format!("leader_election.{field}"),
+                value.as_deref(),
+                default,
+            )
+        };
+        let lease_duration = d("lease_duration", raw.lease_duration, DEFAULT_LEASE_DURATION)?;
+        let renew_deadline = d("renew_deadline", raw.renew_deadline, DEFAULT_RENEW_DEADLINE)?;
+        let retry_period = d("retry_period", raw.retry_period, DEFAULT_RETRY_PERIOD)?;
+        // The leader gives up before a standby may take over, and retries within its deadline:
+        // otherwise two replicas could both believe they lead.
+        for (shorter, s, longer, l, example) in [
+            (
+                "renew_deadline",
+                renew_deadline,
+                "lease_duration",
+                lease_duration,
+                "10s and 15s",
+            ),
+            (
+                "retry_period",
+                retry_period,
+                "renew_deadline",
+                renew_deadline,
+                "2s and 10s",
+            ),
+        ] {
+            if s >= l {
+                return Err(self.invalid(
+                    &format!("leader_election.{shorter}"),
+                    format!(
+                        "{} is not shorter than {longer} ({})",
+                        humantime::format_duration(s),
+                        humantime::format_duration(l)
+                    ),
+                    format!("make {shorter} shorter than {longer}, e.g. {example}"),
+                ));
+            }
+        }
+        if lease_duration.as_secs() == 0 || lease_duration.subsec_nanos() != 0 {
+            return Err(self.invalid(
+                "leader_election.lease_duration",
+                "not a whole number of seconds (the Lease stores seconds)",
+                "write e.g. 15s",
+            ));
+        }
+        Ok(LeaderElection {
+            kubeconfig,
+            namespace,
+            lease_name,
+            identity,
+            lease_duration,
+            renew_deadline,
+            retry_period,
+        })
+    }
+}
+
+/// `<hostname>-<pid>`: unique among replicas, the pod's name on Kubernetes.
+fn default_identity() -> String {
+    let host = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    format!("{host}-{}", std::process::id())
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
 }
 
 /// A Kubernetes label key (`prefix/name`, `key` true) or value: name parts are up to 63

@@ -190,6 +190,12 @@ impl Shared {
                 .map(|d| d.zone.clone())
                 .unwrap_or_default(),
             config_version: self.gateway_config.borrow().version,
+            leader: self
+                .cfg
+                .leader_election
+                .as_ref()
+                .map(|l| l.identity.clone())
+                .unwrap_or_default(),
         }
     }
 

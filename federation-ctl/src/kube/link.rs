@@ -42,6 +42,12 @@ pub struct ClusterLinkSpec {
     pub gateway_ids: Vec<String>,
     /// The Secret (same namespace) holding the peer's trust bundle.
     pub bundle_ref: SecretKeyRef,
+    /// The sequence of the last trust-bundle update applied from the peer (0: none yet).
+    #[serde(default)]
+    pub bundle_sequence: u64,
+    /// When the link was made (milliseconds since the Unix epoch).
+    #[serde(default)]
+    pub linked_at_ms: i64,
 }
 
 /// Which side of the link this cluster is.

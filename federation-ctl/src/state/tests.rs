@@ -29,7 +29,7 @@ fn bundle_json() -> &'static str {
     })
 }
 
-fn link(peer: &str) -> LinkRecord {
+pub(crate) fn link(peer: &str) -> LinkRecord {
     LinkRecord {
         peer: cluster(peer),
         trust_domain: TrustDomain::parse("gcp.example").unwrap(),
@@ -442,4 +442,46 @@ fn one_lock_per_state_directory_released_on_drop() {
     // The lock file is not a state file: opening the directory leaves it alone.
     StateDir::open(&dir).unwrap();
     assert!(dir.join(LOCK_FILE).exists());
+}
+
+#[test]
+fn saves_and_removals_are_sent_to_the_mirror_and_restores_are_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let dir = StateDir::open(&tmp.path().join("s"))
+        .unwrap()
+        .with_mirror(tx);
+    dir.save_link(&link("gcp")).unwrap();
+    dir.save_peering_port(15050).unwrap();
+    dir.remove_link(&cluster("gcp")).unwrap();
+    let got: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok())
+        .map(|c| match c {
+            StateChange::Link(rec) => format!("link {}", rec.peer),
+            StateChange::LinkRemoved(peer) => format!("unlink {peer}"),
+            StateChange::Record { name, json } => {
+                format!("{name} {}", String::from_utf8_lossy(&json).trim())
+            }
+            StateChange::LinkStatus { peer, .. } => format!("status {peer}"),
+        })
+        .collect();
+    assert_eq!(got, ["link gcp", "peering-port.json 15050", "unlink gcp"]);
+
+    // What comes from the API is written locally only.
+    dir.restore_links(&[link("aws"), link("onprem")]).unwrap();
+    dir.restore_record(PEERING, Some(b"15051\n")).unwrap();
+    assert!(rx.try_recv().is_err(), "restores are not mirrored back");
+    assert_eq!(dir.load_peering_port().unwrap(), Some(15051));
+    dir.restore_links(&[link("onprem")]).unwrap();
+    assert_eq!(
+        dir.load_links().unwrap().into_keys().collect::<Vec<_>>(),
+        [cluster("onprem")],
+        "a link the API does not hold is forgotten"
+    );
+    dir.restore_record(PEERING, None).unwrap();
+    assert_eq!(dir.load_peering_port().unwrap(), None);
+    let err = dir
+        .restore_record("lock", Some(b"1"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not a state record"), "{err}");
 }

@@ -98,6 +98,7 @@ fn snapshot_status_table() {
         dns_listen: "127.0.10.1:15053".into(),
         dns_zone: "clusterset.local".into(),
         config_version: 7,
+        leader: "isthmus-controller-6d4f9-x2kq7".into(),
     };
     snapshot("status", &status_table(&status));
 }
