@@ -356,7 +356,7 @@ pub enum EgressMode {
 }
 
 /// Active probes: a TCP connect to each remote gateway every `interval`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Probe {
     /// Time between probes.
     pub interval: Duration,

@@ -10,9 +10,10 @@
 //! clusters): each carries its own SNI and expected trust domain, so failover by priority can
 //! cross clusters. A remote gateway that refuses the connection or fails the handshake is ejected
 //! and the next one tried; nothing of the client's has been sent by then, so failover never
-//! duplicates bytes. A [`Pool`] (gateways, probes, resolvers, TLS clients) is immutable; a
-//! changed listener gets a new pool. Certificates and bundles reload underneath pools (the TLS
-//! handles are shared).
+//! duplicates bytes. A [`Pool`] (gateways, resolvers, TLS clients) is immutable; a changed
+//! listener gets a new pool. Certificates and bundles reload underneath pools (the TLS handles
+//! are shared). Active probes are not per pool: one per distinct remote gateway address, shared
+//! by every pool naming it ([`probe`]).
 
 mod conn;
 mod gateways;
@@ -73,7 +74,8 @@ pub(crate) struct ProbeStatus {
 }
 
 /// One egress listener's runtime: its config, remote gateways (each with its TLS client, for
-/// mTLS) and their background probes and resolvers, which stop when the pool is dropped.
+/// mTLS, and its subscription to the shared probe) and their background resolvers, which stop
+/// when the pool is dropped.
 pub struct Pool {
     config: config::Egress,
     gateways: Gateways,
@@ -113,13 +115,15 @@ pub(crate) fn resolver() -> Option<TokioResolver> {
 
 impl Pool {
     /// Builds one listener's pool: a TLS client per expected trust domain, host names resolved
-    /// once now, then probes and re-resolution in the background.
+    /// once now, then re-resolution in the background, and each gateway reading the shared
+    /// probe of its address from `probes`.
     pub(crate) async fn build(
         e: &config::Egress,
         upstream: &config::Upstream,
         material: Option<&tls::Material>,
         metrics: &Arc<Metrics>,
         resolver: Option<&TokioResolver>,
+        probes: &probe::Registry,
     ) -> Result<Self, Error> {
         let name = e.name.to_string();
         let mut connectors: HashMap<&str, tokio_rustls::TlsConnector> = HashMap::new();
@@ -154,16 +158,13 @@ impl Pool {
                 (EgressMode::Mtls, None) => return Err(Error::NoIdentity(name.clone())),
                 (EgressMode::Passthrough, _) => None,
             };
-            list.push(Arc::new(Gateway::new(&name, g, metrics).with_tls(target)));
+            let probed = probes.get(&g.address, &e.probe);
+            list.push(Arc::new(Gateway::new(&name, g, probed).with_tls(target)));
         }
         let mut tasks = Vec::new();
         for gateway in &list {
             tasks.extend(resolve::start(gateway, resolver, metrics).await);
-            tasks.push(tokio::spawn(probe::run(
-                gateway.clone(),
-                e.probe.clone(),
-                metrics.clone(),
-            )));
+            gateway.probe.subscribe(gateway, metrics);
         }
         Ok(Self {
             config: e.clone(),
@@ -179,8 +180,8 @@ impl Pool {
         self.config.listen
     }
 
-    /// Stops probes and re-resolution now (connections still using the pool keep working)
-    /// and drops the gauge series of gateways `successor` does not have.
+    /// Stops re-resolution and reading probe results now (connections still using the pool
+    /// keep working) and drops the gauge series of gateways `successor` does not have.
     pub(crate) fn retire(&self, successor: Option<&Pool>) {
         for task in self
             .tasks
@@ -191,6 +192,8 @@ impl Pool {
             task.abort();
         }
         for gateway in &self.gateways.list {
+            // First, so no probe result recreates a series forgotten below.
+            gateway.probe.unsubscribe(gateway);
             let kept = successor.is_some_and(|s| {
                 s.gateways
                     .list

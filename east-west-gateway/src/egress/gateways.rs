@@ -1,12 +1,12 @@
-//! The remote gateways of one egress listener: resolved addresses, health (active probes and
-//! passive ejection), probe RTT window, and the choice of gateway for a new connection.
+//! The remote gateways of one egress listener: resolved addresses, health (the shared active
+//! probe result, see [`super::probe`], and this listener's passive ejection), and the choice of
+//! gateway for a new connection.
 //!
 //! Choice: among untried gateways that are alive, not ejected and have addresses, the lowest
 //! priority value wins and weight shares load within it. When none qualifies, every untried
 //! gateway with addresses is tried in the same order (trying a maybe-dead gateway beats refusing
 //! the connection outright).
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -15,13 +15,11 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use tokio::time::Instant;
 
+use super::probe::Probed;
 use crate::config;
-use crate::metrics::{GatewayLabel, GatewayQuantile, Metrics};
+use crate::metrics::{GatewayLabel, Metrics};
 use crate::proxy::balance::ejection_period;
 use crate::proxy::random::Rng;
-
-/// Probe RTT samples kept per gateway for the quantiles.
-const RTT_WINDOW: usize = 128;
 
 /// What an mTLS connection through one gateway uses: a client verifying the gateway's expected
 /// trust domain, and the SNI naming the service in that gateway's cluster.
@@ -50,15 +48,15 @@ pub(crate) struct Gateway {
     pub(crate) label: GatewayLabel,
     addresses: ArcSwap<Vec<SocketAddr>>,
     next_address: AtomicUsize,
+    /// Active probe result, shared with every listener naming the same address.
+    pub(crate) probe: Arc<Probed>,
+    /// Passive ejection: this listener's own connection failures.
     health: Mutex<Health>,
-    rtt: Mutex<VecDeque<Duration>>,
     dns: Mutex<Dns>,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Health {
-    alive: bool,
-    probe_failures: u32,
     passive_failures: u32,
     ejected_until: Option<Instant>,
 }
@@ -82,14 +80,13 @@ pub(crate) struct Gateways {
 }
 
 impl Gateway {
-    pub(crate) fn new(egress: &str, config: &config::RemoteGateway, metrics: &Metrics) -> Self {
+    pub(crate) fn new(egress: &str, config: &config::RemoteGateway, probe: Arc<Probed>) -> Self {
         // Config validation guarantees `host:port` with a valid port.
         let (host, port) = config.address.rsplit_once(':').unwrap_or(("", "0"));
         let label = GatewayLabel {
             egress: egress.to_owned(),
             gateway: config.address.clone(),
         };
-        metrics.gateway_healthy.get_or_create(&label).set(1);
         Self {
             config: config.clone(),
             tls: None,
@@ -98,13 +95,11 @@ impl Gateway {
             label,
             addresses: ArcSwap::from_pointee(Vec::new()),
             next_address: AtomicUsize::new(0),
+            probe,
             health: Mutex::new(Health {
-                alive: true,
-                probe_failures: 0,
                 passive_failures: 0,
                 ejected_until: None,
             }),
-            rtt: Mutex::new(VecDeque::with_capacity(RTT_WINDOW)),
             dns: Mutex::new(Dns::default()),
         }
     }
@@ -140,64 +135,17 @@ impl Gateway {
     }
 
     fn usable(&self, now: Instant) -> bool {
-        let h = *lock(&self.health);
-        h.alive && h.ejected_until.is_none_or(|until| now >= until)
+        let ejected_until = lock(&self.health).ejected_until;
+        self.probe.is_alive() && ejected_until.is_none_or(|until| now >= until)
     }
 
     pub(crate) fn is_alive(&self) -> bool {
-        lock(&self.health).alive
-    }
-
-    /// A probe answered in `rtt`: alive, and the sample enters the window.
-    pub(crate) fn probe_succeeded(&self, rtt: Duration, metrics: &Metrics) {
-        {
-            let mut h = lock(&self.health);
-            if !h.alive {
-                tracing::info!(egress = %self.label.egress, gateway = %self.label.gateway, "remote gateway alive");
-            }
-            h.alive = true;
-            h.probe_failures = 0;
-        }
-        metrics.gateway_healthy.get_or_create(&self.label).set(1);
-        let (p50, p99) = {
-            let mut window = lock(&self.rtt);
-            if window.len() == RTT_WINDOW {
-                window.pop_front();
-            }
-            window.push_back(rtt);
-            quantiles(&window)
-        };
-        for (quantile, value) in [("0.5", p50), ("0.99", p99)] {
-            metrics
-                .gateway_rtt
-                .get_or_create(&GatewayQuantile {
-                    egress: self.label.egress.clone(),
-                    gateway: self.label.gateway.clone(),
-                    quantile,
-                })
-                .set(value.as_secs_f64());
-        }
-    }
-
-    /// A probe failed; `unhealthy_after` consecutive failures mark the gateway dead.
-    pub(crate) fn probe_failed(&self, unhealthy_after: u32, metrics: &Metrics) {
-        metrics
-            .gateway_probe_failures
-            .get_or_create(&self.label)
-            .inc();
-        let mut h = lock(&self.health);
-        h.probe_failures = h.probe_failures.saturating_add(1);
-        if h.alive && h.probe_failures >= unhealthy_after {
-            h.alive = false;
-            metrics.gateway_healthy.get_or_create(&self.label).set(0);
-            tracing::warn!(egress = %self.label.egress, gateway = %self.label.gateway, failures = h.probe_failures, "remote gateway dead");
-        }
+        self.probe.is_alive()
     }
 
     /// The probe RTT quantiles (p50, p99) over the window, if any sample exists.
     pub(crate) fn rtt(&self) -> Option<(Duration, Duration)> {
-        let window = lock(&self.rtt);
-        (!window.is_empty()).then(|| quantiles(&window))
+        self.probe.rtt()
     }
 }
 
@@ -262,24 +210,8 @@ impl Gateways {
     }
 }
 
-/// Nearest-rank p50 and p99 of a non-empty window.
-pub(crate) fn quantiles(window: &VecDeque<Duration>) -> (Duration, Duration) {
-    let mut sorted: Vec<Duration> = window.iter().copied().collect();
-    sorted.sort_unstable();
-    let rank = |q: f64| {
-        // ceil(q * n) - 1, clamped to the window; n ≤ RTT_WINDOW so the casts are exact.
-        let n = sorted.len();
-        let r = (q * n as f64).ceil() as usize;
-        sorted[r.clamp(1, n.max(1)) - 1]
-    };
-    if sorted.is_empty() {
-        return (Duration::ZERO, Duration::ZERO);
-    }
-    (rank(0.5), rank(0.99))
-}
-
 /// State updates are single assignments, so a poisoned lock still holds consistent data.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 

@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use super::{Error, Pool, conn};
+use super::{Error, Pool, conn, probe};
 use crate::config::{self, Config};
 use crate::drain;
 use crate::metrics::{EgressLabel, Metrics};
@@ -83,6 +83,8 @@ pub(crate) struct Listeners {
     running: Vec<Running>,
     /// Created on first need and kept: `None` until then, `Some(None)` if it failed.
     resolver: Option<Option<TokioResolver>>,
+    /// Active probes shared by every pool naming the same remote gateway.
+    probes: probe::Registry,
     spawner: drain::Spawner,
     metrics: Arc<Metrics>,
 }
@@ -126,6 +128,7 @@ impl Listeners {
         Self {
             running: Vec::new(),
             resolver: None,
+            probes: probe::Registry::default(),
             spawner,
             metrics,
         }
@@ -150,7 +153,15 @@ impl Listeners {
             } else {
                 None
             };
-            let pool = Pool::build(e, &config.upstream, material, &self.metrics, resolver).await?;
+            let pool = Pool::build(
+                e,
+                &config.upstream,
+                material,
+                &self.metrics,
+                resolver,
+                &self.probes,
+            )
+            .await?;
             steps.push(match current {
                 Some(r) if r.config.listen == e.listen => Step::Swap(e.name.to_string(), pool),
                 _ => Step::Bind(e.clone(), pool),

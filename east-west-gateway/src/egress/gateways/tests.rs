@@ -1,4 +1,3 @@
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -6,6 +5,7 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::config;
+use crate::egress::probe::Registry;
 use crate::metrics::Metrics;
 
 fn upstream() -> config::Upstream {
@@ -20,7 +20,17 @@ fn upstream() -> config::Upstream {
     }
 }
 
+/// Probes that never run here (nothing subscribes): the tests feed results by hand.
+fn probe() -> config::Probe {
+    config::Probe {
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_secs(1),
+        unhealthy_after: 2,
+    }
+}
+
 fn gateways(specs: &[(&str, u32)], metrics: &Metrics) -> Gateways {
+    let probes = Registry::default();
     let list = specs
         .iter()
         .map(|(address, priority)| {
@@ -33,7 +43,7 @@ fn gateways(specs: &[(&str, u32)], metrics: &Metrics) -> Gateways {
                     cluster: None,
                     mtls: None,
                 },
-                metrics,
+                probes.get(address, &probe()),
             );
             let ip = address.parse().expect("socket address");
             g.set_addresses(vec![ip], metrics);
@@ -41,20 +51,6 @@ fn gateways(specs: &[(&str, u32)], metrics: &Metrics) -> Gateways {
         })
         .collect();
     Gateways::new(list, &upstream())
-}
-
-#[test]
-fn quantiles_are_nearest_rank() {
-    let window: VecDeque<Duration> = (1..=100).map(Duration::from_millis).collect();
-    assert_eq!(
-        quantiles(&window),
-        (Duration::from_millis(50), Duration::from_millis(99))
-    );
-    let one: VecDeque<Duration> = [Duration::from_millis(7)].into();
-    assert_eq!(
-        quantiles(&one),
-        (Duration::from_millis(7), Duration::from_millis(7))
-    );
 }
 
 #[tokio::test]
@@ -72,9 +68,9 @@ async fn dead_and_ejected_gateways_are_skipped_until_nothing_else_is_left() {
     let metrics = Metrics::new();
     let g = gateways(&[("127.0.0.1:1", 0), ("127.0.0.2:1", 1)], &metrics);
     let now = Instant::now();
-    g.list[0].probe_failed(2, &metrics);
+    g.list[0].probe.failed(&metrics);
     assert_eq!(g.pick(&[], now), Some(0), "one failure is not death");
-    g.list[0].probe_failed(2, &metrics);
+    g.list[0].probe.failed(&metrics);
     assert_eq!(g.pick(&[], now), Some(1), "dead after two");
     g.report_failure(1, now, &metrics);
     assert_eq!(
@@ -82,7 +78,9 @@ async fn dead_and_ejected_gateways_are_skipped_until_nothing_else_is_left() {
         Some(0),
         "all unusable: priority order again"
     );
-    g.list[0].probe_succeeded(Duration::from_millis(3), &metrics);
+    g.list[0]
+        .probe
+        .succeeded(Duration::from_millis(3), &metrics);
     assert_eq!(g.pick(&[], now), Some(0));
     assert!(g.list[0].is_alive());
     assert_eq!(
