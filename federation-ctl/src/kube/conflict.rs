@@ -170,80 +170,66 @@ mod tests {
         BTreeMap::from([(key(), import)])
     }
 
+    /// The condition of cluster `us`'s export (`http` = `port`, created at `at`) when peers
+    /// export (cluster, port, created at).
+    fn condition(us: &str, port: u16, at: i64, peers: &[(&str, u16, i64)]) -> Want {
+        wanted(&local(port, at), &imported(peers), &name(us), &key())
+    }
+
+    /// Asserts status `True`, reason `PortConflict`, and every one of `says` in the message.
+    fn assert_conflict(w: &Want, says: &[&str]) {
+        assert_eq!(
+            (w.type_, w.status, w.reason),
+            ("Conflict", "True", "PortConflict")
+        );
+        for text in says {
+            assert!(w.message.contains(text), "{text:?} not in {:?}", w.message);
+        }
+    }
+
     #[test]
     fn no_peer_export_or_the_same_ports_is_no_conflict() {
-        let a = name("a");
-        let none = wanted(&local(8080, 10), &BTreeMap::new(), &a, &key());
+        let none = wanted(&local(8080, 10), &BTreeMap::new(), &name("a"), &key());
         assert_eq!((none.type_, none.status), ("Conflict", "False"));
-        let same = wanted(&local(8080, 10), &imported(&[("b", 8080, 5)]), &a, &key());
+        let same = condition("a", 8080, 10, &[("b", 8080, 5)]);
         assert_eq!(same.status, "False", "{}", same.message);
     }
 
     #[test]
     fn an_older_peer_with_another_port_makes_ours_lose() {
-        let w = wanted(
-            &local(9090, 20),
-            &imported(&[("b", 8080, 10)]),
-            &name("a"),
-            &key(),
-        );
-        assert_eq!((w.status, w.reason), ("True", "PortConflict"));
-        assert!(
-            w.message.contains(
-                "port http: this cluster (a) defines it as 9090, while cluster b's older export defines it as 8080"
-            ) && w.message.contains("this cluster gets no traffic"),
-            "{}",
-            w.message
+        assert_conflict(
+            &condition("a", 9090, 20, &[("b", 8080, 10)]),
+            &[
+                "port http: this cluster (a) defines it as 9090, while cluster b's older export defines it as 8080",
+                "this cluster gets no traffic",
+            ],
         );
     }
 
     #[test]
     fn the_oldest_export_is_marked_too_as_the_kep_says() {
-        let w = wanted(
-            &local(8080, 10),
-            &imported(&[("b", 9090, 20)]),
-            &name("a"),
-            &key(),
-        );
-        assert_eq!((w.status, w.reason), ("True", "PortConflict"));
-        assert!(
-            w.message.contains(
-                "cluster b defines it as 9090, while this cluster (a)'s older export defines it as 8080"
-            ) && w.message.contains("align the other clusters"),
-            "{}",
-            w.message
+        assert_conflict(
+            &condition("a", 8080, 10, &[("b", 9090, 20)]),
+            &[
+                "cluster b defines it as 9090, while this cluster (a)'s older export defines it as 8080",
+                "align the other clusters",
+            ],
         );
     }
 
     #[test]
     fn equal_ages_break_ties_by_cluster_name_as_importers_do() {
-        let w = wanted(
-            &local(9090, 10),
-            &imported(&[("a", 8080, 10)]),
-            &name("b"),
-            &key(),
-        );
-        assert!(
-            w.message.contains("this cluster (b) defines it as 9090"),
-            "{}",
-            w.message
+        assert_conflict(
+            &condition("b", 9090, 10, &[("a", 8080, 10)]),
+            &["this cluster (b) defines it as 9090"],
         );
     }
 
     #[test]
     fn a_clash_between_peers_marks_our_export_too() {
-        let w = wanted(
-            &local(8080, 30),
-            &imported(&[("b", 8080, 10), ("c", 9090, 20)]),
-            &name("a"),
-            &key(),
-        );
-        assert_eq!(w.status, "True");
-        assert!(
-            w.message
-                .contains("cluster c defines it as 9090, while cluster b's"),
-            "{}",
-            w.message
+        assert_conflict(
+            &condition("a", 8080, 30, &[("b", 8080, 10), ("c", 9090, 20)]),
+            &["cluster c defines it as 9090, while cluster b's"],
         );
     }
 
@@ -253,13 +239,8 @@ mod tests {
         r.services.clear();
         let w = wanted(&r, &imported(&[("b", 9090, 5)]), &name("a"), &key());
         assert_eq!(w.status, "False", "no ports of ours, nothing to clash");
-        let w = wanted(
-            &local(8080, 10),
-            &imported(&[("a", 9090, 5)]),
-            &name("a"),
-            &key(),
-        );
-        assert_eq!(w.status, "False");
+        let w = condition("a", 8080, 10, &[("a", 9090, 5)]);
+        assert_eq!(w.status, "False", "a peer named like us is ignored");
         let unexported = ServiceKey::parse("other.default").unwrap();
         let w = wanted(
             &local(8080, 10),
@@ -279,7 +260,6 @@ mod tests {
             .iter()
             .map(|(c, p, a)| (c.as_str(), *p, *a))
             .collect();
-        let w = wanted(&local(8080, 10), &imported(&refs), &name("a"), &key());
-        assert!(w.message.contains("and 3 more"), "{}", w.message);
+        assert_conflict(&condition("a", 8080, 10, &refs), &["and 3 more"]);
     }
 }
