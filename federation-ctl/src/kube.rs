@@ -7,13 +7,15 @@
 //!   API so any controller replica can take over.
 //!
 //! And the `kubernetes` registry: [`registry`] reads local Services, EndpointSlices and
-//! ServiceExports ([`local`] converts them), [`imports`] writes each import as a ServiceImport,
+//! ServiceExports ([`local`] converts them; [`conflict`] finds port clashes with the peers'
+//! exports of the same services), [`imports`] writes each import as a ServiceImport,
 //! a derived Service and EndpointSlices ([`derive`] says what they are).
 //!
 //! And leader election among controller replicas: [`lease`] (sans IO) and [`elector`] (the
 //! Lease client), with [`state`], the mirror of the state directory in the API that lets a
 //! standby take over.
 
+pub mod conflict;
 pub mod derive;
 pub mod elector;
 pub mod imports;

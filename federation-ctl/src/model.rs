@@ -12,7 +12,10 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 pub use feed::{ExportFeed, FeedError, FeedUpdate};
-pub use imports::{Conflict, ImportSource, ImportedService, Lease, PeerImports, merge_imports};
+pub use imports::{
+    Conflict, Exporter, ImportSource, ImportedService, Lease, PeerImports, merge_imports,
+    resolve_ports,
+};
 
 /// Why a name was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

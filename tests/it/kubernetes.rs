@@ -4,7 +4,8 @@
 //! and EndpointSlices in a; calls to the derived Service's target port cross both gateways to
 //! b's endpoint; deleting the export removes them; forced watch disconnects and `410 Gone`
 //! while exports come and go leave a's objects exactly as expected; a restarted controller
-//! removes what was left behind, and unlinking removes the rest.
+//! removes what was left behind, and unlinking removes the rest. The same service exported by
+//! both clusters with different port numbers sets `Conflict=True` on both ServiceExports.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -176,12 +177,22 @@ fn wait_until<T: std::fmt::Debug>(
 /// A Service `name` with port `http` 8080 served by `endpoint`, its EndpointSlice, and
 /// (when `export`) its ServiceExport.
 fn service_manifest(name: &str, endpoint: SocketAddr, export: bool) -> String {
+    service_manifest_on(name, 8080, endpoint, export)
+}
+
+/// [`service_manifest`] with port `http` numbered `service_port`.
+fn service_manifest_on(
+    name: &str,
+    service_port: u16,
+    endpoint: SocketAddr,
+    export: bool,
+) -> String {
     let mut yaml = format!(
         "apiVersion: v1
 kind: Service
 metadata: {{name: {name}, namespace: default}}
 spec:
-  ports: [{{name: http, port: 8080, protocol: TCP, targetPort: {port}}}]
+  ports: [{{name: http, port: {service_port}, protocol: TCP, targetPort: {port}}}]
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
@@ -211,8 +222,8 @@ fn export_manifest(name: &str) -> String {
     )
 }
 
-/// The condition `type_` of b's ServiceExport `name`, as (status, reason).
-fn export_condition(api: &ApiServer, name: &str, type_: &str) -> Option<(String, String)> {
+/// The condition `type_` of the ServiceExport `name`, as (status, reason, message).
+fn export_condition(api: &ApiServer, name: &str, type_: &str) -> Option<(String, String, String)> {
     let exports = api.objects("multicluster.x-k8s.io", "v1alpha1", "serviceexports");
     let export = exports.iter().find(|e| e["metadata"]["name"] == name)?;
     let conditions = export["status"]["conditions"].as_array()?;
@@ -220,6 +231,7 @@ fn export_condition(api: &ApiServer, name: &str, type_: &str) -> Option<(String,
     Some((
         c["status"].as_str()?.to_owned(),
         c["reason"].as_str()?.to_owned(),
+        c["message"].as_str()?.to_owned(),
     ))
 }
 
@@ -306,11 +318,43 @@ fn kubectl_exports_become_imports_through_watch_loss_and_a_controller_crash() ->
     wait_until(
         "b's ServiceExport Valid=True",
         || export_condition(&api_b, "echo", "Valid"),
-        |c| c.as_ref().is_some_and(|(s, _)| s == "True"),
+        |c| c.as_ref().is_some_and(|(s, _, _)| s == "True"),
     );
     assert_eq!(
         export_condition(&api_b, "echo", "Conflict").map(|c| c.0),
         Some("False".to_owned())
+    );
+    // a exports the same service with another port number: both exports say Conflict=True
+    // (KEP-1645 marks every export; which one is older depends on the clock's second).
+    let clashed = Instant::now();
+    api_a.apply(&service_manifest_on("echo", 9090, a.echo.addr, true));
+    for (api, other) in [(&api_a, "cluster b"), (&api_b, "cluster a")] {
+        let (_, _, message) = wait_until(
+            &format!("Conflict=True PortConflict on the export that {other} clashes with"),
+            || export_condition(api, "echo", "Conflict"),
+            |c| {
+                c.as_ref()
+                    .is_some_and(|(s, r, _)| s == "True" && r == "PortConflict")
+            },
+        )
+        .expect("a condition");
+        assert!(
+            message.contains(other) && message.contains("9090") && message.contains("8080"),
+            "the message names the other cluster and both port numbers: {message}"
+        );
+        println!("Conflict message: {message}");
+    }
+    println!(
+        "kubectl apply of a clashing export to Conflict=True on both: {:?}",
+        clashed.elapsed()
+    );
+    // The clash gone, so is the condition.
+    api_a.kubectl(&["delete", "serviceexport", "echo"], None);
+    api_a.kubectl(&["delete", "service", "echo"], None);
+    wait_until(
+        "b's ServiceExport echo back to Conflict=False",
+        || export_condition(&api_b, "echo", "Conflict"),
+        |c| c.as_ref().is_some_and(|(s, _, _)| s == "False"),
     );
     // An export of a Service that does not exist is refused with the reason.
     api_b.apply(&export_manifest("ghost"));
@@ -319,7 +363,7 @@ fn kubectl_exports_become_imports_through_watch_loss_and_a_controller_crash() ->
         || export_condition(&api_b, "ghost", "Valid"),
         |c| {
             c.as_ref()
-                .is_some_and(|(s, r)| s == "False" && r == "ServiceNotFound")
+                .is_some_and(|(s, r, _)| s == "False" && r == "ServiceNotFound")
         },
     );
     api_b.kubectl(&["get", "serviceexports", "-o", "wide"], None);

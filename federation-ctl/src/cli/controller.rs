@@ -98,11 +98,17 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
     let (shared, listening) = controller::start_with_state(cfg, registry, state)
         .await
         .context("the controller could not start")?;
-    if let Some(writer) = import_writer {
+    if let Some(kube) = import_writer {
         #[cfg(feature = "kubernetes")]
-        tokio::spawn(crate::kube::imports::Writer::run(writer, shared.imports()));
+        {
+            tokio::spawn(crate::kube::imports::Writer::run(
+                kube.writer,
+                shared.imports(),
+            ));
+            tokio::spawn(kube.registry.follow_imports(shared.imports()));
+        }
         #[cfg(not(feature = "kubernetes"))]
-        let () = writer;
+        let () = kube;
     }
     tracing::info!(%cluster, peering = %listening.peering, api = %listening.api.display(), "controller ready");
     event(&serde_json::json!({
@@ -138,20 +144,28 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The Kubernetes registry, started (first lists done), and the import writer to run once the
-/// controller holds its imports.
+/// What follows the controller's imports once it holds them: the import writer, and the
+/// registry's `Conflict` conditions.
+#[cfg(feature = "kubernetes")]
+struct KubeTasks {
+    writer: crate::kube::imports::Writer,
+    registry: Arc<crate::kube::registry::KubeRegistry>,
+}
+
+/// The Kubernetes registry, started (first lists done), and what to run once the controller
+/// holds its imports.
 #[cfg(feature = "kubernetes")]
 async fn kubernetes(
     kube_cfg: &config::KubernetesRegistry,
     cfg: &config::ControllerConfig,
-) -> anyhow::Result<(Arc<dyn Registry>, Option<crate::kube::imports::Writer>)> {
+) -> anyhow::Result<(Arc<dyn Registry>, Option<KubeTasks>)> {
     use crate::kube::registry::{KubeRegistry, client};
     let config_error = |e: crate::kube::registry::KubeError| Exit {
         code: EXIT_CONFIG,
         message: e.to_string(),
     };
     let client = client(kube_cfg).await.map_err(config_error)?;
-    let registry = KubeRegistry::start(kube_cfg, client.clone())
+    let registry = KubeRegistry::start(kube_cfg, cfg.cluster.clone(), client.clone())
         .await
         .context("the kubernetes registry could not start")?;
     tokio::spawn(registry.clone().run());
@@ -160,7 +174,7 @@ async fn kubernetes(
         gateway_selector: kube_cfg.gateway_selector.clone(),
         egress_address: cfg.gateways.egress.address,
     };
-    Ok((registry, Some(writer)))
+    Ok((registry.clone(), Some(KubeTasks { writer, registry })))
 }
 
 #[cfg(not(feature = "kubernetes"))]

@@ -14,8 +14,10 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::mcs::{CONDITION_CONFLICT, CONDITION_VALID, ServiceExport, ServiceExportStatus};
-use crate::model::{self, Endpoint, ExportTo, LocalExport, LocalService, ServiceKey};
+use super::mcs::{CONDITION_VALID, ServiceExport, ServiceExportStatus};
+use crate::model::{
+    self, ClusterName, Endpoint, ExportTo, ImportedService, LocalExport, LocalService, ServiceKey,
+};
 
 /// The label naming an EndpointSlice's Service.
 pub const LABEL_SLICE_SERVICE: &str = "kubernetes.io/service-name";
@@ -232,10 +234,14 @@ pub struct Want {
     pub message: String,
 }
 
-/// The `Valid` and `Conflict` conditions `export` should carry given `registry`. A conflict is
-/// detected where exports meet, in the importing clusters' merge (oldest export wins, logged
-/// there); an exporting cluster cannot see it, so `Conflict` stays False here.
-pub fn wanted_conditions(registry: &model::Registry, key: &ServiceKey) -> [Want; 2] {
+/// The `Valid` and `Conflict` conditions the export of `key` should carry given `registry` and
+/// the services imported from peers (see [`super::conflict`]); `cluster` is this cluster.
+pub fn wanted_conditions(
+    registry: &model::Registry,
+    imports: &BTreeMap<ServiceKey, ImportedService>,
+    cluster: &ClusterName,
+    key: &ServiceKey,
+) -> [Want; 2] {
     let valid = match registry.services.get(key) {
         None => Want {
             type_: CONDITION_VALID,
@@ -260,14 +266,10 @@ pub fn wanted_conditions(registry: &model::Registry, key: &ServiceKey) -> [Want;
             message: "the Service is exported to every linked cluster".to_owned(),
         },
     };
-    let conflict = Want {
-        type_: CONDITION_CONFLICT,
-        status: "False",
-        reason: "NoConflictObserved",
-        message: "conflicts are resolved oldest-export-wins where the service is imported"
-            .to_owned(),
-    };
-    [valid, conflict]
+    [
+        valid,
+        super::conflict::wanted(registry, imports, cluster, key),
+    ]
 }
 
 /// The conditions to write when `current` does not already say what `want` does; `None` when

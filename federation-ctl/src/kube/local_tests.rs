@@ -89,9 +89,20 @@ fn conditions_say_valid_or_why_not_and_change_only_when_needed() {
     let r = registry(&services, &slices, &exports);
     let now: Time = from(json!("2026-01-01T00:00:00Z"));
     let later: Time = from(json!("2026-01-01T00:01:00Z"));
-    let [valid, _] = wanted_conditions(&r, &ServiceKey::parse("echo.default").unwrap());
+    let (imports, a) = (BTreeMap::new(), ClusterName::parse("a").unwrap());
+    let [valid, _] = wanted_conditions(
+        &r,
+        &imports,
+        &a,
+        &ServiceKey::parse("echo.default").unwrap(),
+    );
     assert_eq!((valid.status, valid.reason), ("True", "ServiceExported"));
-    let [ghost, conflict] = wanted_conditions(&r, &ServiceKey::parse("ghost.default").unwrap());
+    let [ghost, conflict] = wanted_conditions(
+        &r,
+        &imports,
+        &a,
+        &ServiceKey::parse("ghost.default").unwrap(),
+    );
     assert_eq!((ghost.status, ghost.reason), ("False", "ServiceNotFound"));
     assert!(
         ghost.message.contains("no Service ghost"),
@@ -100,7 +111,12 @@ fn conditions_say_valid_or_why_not_and_change_only_when_needed() {
     );
     assert_eq!(conflict.status, "False");
 
-    let want = wanted_conditions(&r, &ServiceKey::parse("echo.default").unwrap());
+    let want = wanted_conditions(
+        &r,
+        &imports,
+        &a,
+        &ServiceKey::parse("echo.default").unwrap(),
+    );
     let first = conditions_update(&[], &want, now.clone()).expect("new conditions");
     assert_eq!(first.len(), 2);
     assert_eq!(conditions_update(&first, &want, later.clone()), None);

@@ -2,11 +2,14 @@
 //! EndpointSlices and ServiceExports in the selected namespaces, rebuilt into the federation
 //! [`model::Registry`] on every change ([`super::local`] does the conversion), and each
 //! ServiceExport's `Valid` / `Conflict` conditions written back by server-side apply on its
-//! `/status` with the field manager [`MANAGER`].
+//! `/status` with the field manager [`MANAGER`]. `Conflict` compares each export with the
+//! peers' exports of the same service, so statuses are also recomputed when the imports change
+//! ([`KubeRegistry::follow_imports`]).
 //!
 //! Watchers relist on their own after a dropped watch or a `410 Gone`; the stores then hold
 //! exactly what the server holds, and the next rebuild publishes it.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,7 +28,8 @@ use tokio::sync::{Notify, watch};
 use super::local::{self, ExportObject, MANAGER};
 use super::mcs::ServiceExport;
 use crate::config::KubernetesRegistry;
-use crate::model::{self, ExportTo, ServiceKey};
+use crate::controller::ImportsView;
+use crate::model::{self, ClusterName, ExportTo, ImportedService, ServiceKey};
 use crate::registry::{
     BoxFuture, ExportOrigin, Registry, RegistryError, RegistryProblem, RegistryStatus,
 };
@@ -108,6 +112,8 @@ where
 /// The Kubernetes registry.
 pub struct KubeRegistry {
     client: Client,
+    /// This cluster, as its exports are named in conflict messages and ordered against peers'.
+    cluster: ClusterName,
     namespaces: Vec<String>,
     services: Stores<Service>,
     slices: Stores<EndpointSlice>,
@@ -116,12 +122,18 @@ pub struct KubeRegistry {
     tx: watch::Sender<Arc<model::Registry>>,
     problem: Arc<Mutex<Option<RegistryProblem>>>,
     loaded_at_ms: Mutex<i64>,
+    /// The services imported from peers, for `Conflict`.
+    imports: Mutex<Arc<BTreeMap<ServiceKey, ImportedService>>>,
 }
 
 impl KubeRegistry {
     /// Starts the watchers and returns once every kind was listed, with the first registry
     /// published; [`Self::run`] keeps it current.
-    pub async fn start(cfg: &KubernetesRegistry, client: Client) -> Result<Arc<Self>, KubeError> {
+    pub async fn start(
+        cfg: &KubernetesRegistry,
+        cluster: ClusterName,
+        client: Client,
+    ) -> Result<Arc<Self>, KubeError> {
         let changed = Arc::new(Notify::new());
         let problem = Arc::new(Mutex::new(None));
         let namespaces = cfg.namespaces.clone();
@@ -155,6 +167,7 @@ impl KubeRegistry {
             .map_err(|_| failed())??;
         let registry = Arc::new(Self {
             client,
+            cluster,
             namespaces,
             services,
             slices,
@@ -163,6 +176,7 @@ impl KubeRegistry {
             tx: watch::channel(Arc::new(model::Registry::default())).0,
             problem,
             loaded_at_ms: Mutex::new(0),
+            imports: Mutex::new(Arc::default()),
         });
         registry.rebuild();
         Ok(registry)
@@ -175,6 +189,24 @@ impl KubeRegistry {
             tokio::time::sleep(DEBOUNCE).await;
             self.rebuild();
             self.write_statuses().await;
+        }
+    }
+
+    /// Keeps the imports `Conflict` is computed from current, until `imports` closes (the
+    /// controller stopped); a change wakes [`Self::run`] to recompute the statuses.
+    pub async fn follow_imports(self: Arc<Self>, mut imports: watch::Receiver<Arc<ImportsView>>) {
+        loop {
+            let next = imports.borrow_and_update().imports.clone();
+            {
+                let mut current = self.imports.lock().unwrap_or_else(|e| e.into_inner());
+                if **current != next {
+                    *current = Arc::new(next);
+                    self.changed.notify_one();
+                }
+            }
+            if imports.changed().await.is_err() {
+                return;
+            }
         }
     }
 
@@ -207,11 +239,16 @@ impl KubeRegistry {
     /// write is logged and retried at the next change (every status write is one).
     async fn write_statuses(&self) {
         let registry = self.tx.borrow().clone();
+        let imports = self
+            .imports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         for export in self.exports.all() {
             let Some(key) = local::key_of(&export.metadata) else {
                 continue;
             };
-            let want = local::wanted_conditions(&registry, &key);
+            let want = local::wanted_conditions(&registry, &imports, &self.cluster, &key);
             let now = Time(k8s_openapi::jiff::Timestamp::now());
             let Some(conditions) = local::conditions_update(&export.conditions(), &want, now)
             else {
@@ -230,7 +267,7 @@ impl KubeRegistry {
                 .await
             {
                 Ok(_) => {
-                    tracing::info!(export = %key, valid = want[0].status, reason = want[0].reason, "ServiceExport status written")
+                    tracing::info!(export = %key, valid = want[0].status, reason = want[0].reason, conflict = want[1].status, conflict_reason = want[1].reason, "ServiceExport status written")
                 }
                 Err(error) => {
                     tracing::warn!(export = %key, %error, "cannot write the ServiceExport status; retried at the next change")

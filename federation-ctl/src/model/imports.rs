@@ -123,6 +123,47 @@ pub struct Conflict {
     pub losing_port: u16,
 }
 
+/// One cluster's export of a service, as conflict resolution sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Exporter<'a> {
+    pub cluster: &'a ClusterName,
+    pub exported_at_ms: i64,
+    pub ports: &'a [ServicePort],
+}
+
+/// Resolves the port definitions of one service's exports, oldest export first (ties by
+/// cluster name, so every cluster decides alike): each port name takes the number of the
+/// oldest export defining it, and every export defining it otherwise is a [`Conflict`].
+/// Returns port name → winning number, and the conflicts.
+pub fn resolve_ports<'a>(
+    key: &ServiceKey,
+    exporters: &mut [Exporter<'a>],
+) -> (BTreeMap<&'a str, u16>, Vec<Conflict>) {
+    exporters.sort_by(|a, b| (a.exported_at_ms, a.cluster).cmp(&(b.exported_at_ms, b.cluster)));
+    let mut ports: BTreeMap<&str, (u16, &ClusterName)> = BTreeMap::new();
+    let mut conflicts = Vec::new();
+    for e in exporters.iter() {
+        for p in e.ports {
+            match ports.get(p.name.as_str()) {
+                None => {
+                    ports.insert(&p.name, (p.port, e.cluster));
+                }
+                Some((port, winner)) if *port != p.port => conflicts.push(Conflict {
+                    key: key.clone(),
+                    port_name: p.name.clone(),
+                    winner: (*winner).clone(),
+                    winning_port: *port,
+                    loser: e.cluster.clone(),
+                    losing_port: p.port,
+                }),
+                Some(_) => {}
+            }
+        }
+    }
+    let ports = ports.into_iter().map(|(n, (p, _))| (n, p)).collect();
+    (ports, conflicts)
+}
+
 /// Merges the imports of every live peer. The result does not depend on the order of `peers`.
 pub fn merge_imports(
     peers: &[PeerImports],
@@ -140,30 +181,17 @@ pub fn merge_imports(
     }
     let mut merged = BTreeMap::new();
     let mut conflicts = Vec::new();
-    for (key, mut exporters) in by_key {
-        // Oldest export first: it wins every port-definition conflict.
-        exporters.sort_by(|a, b| {
-            (a.1.exported_at_ms, &a.0.cluster).cmp(&(b.1.exported_at_ms, &b.0.cluster))
-        });
-        let mut ports: BTreeMap<&str, (u16, &ClusterName)> = BTreeMap::new();
-        for (peer, svc) in &exporters {
-            for p in &svc.ports {
-                match ports.get(p.name.as_str()) {
-                    None => {
-                        ports.insert(&p.name, (p.port, &peer.cluster));
-                    }
-                    Some((port, winner)) if *port != p.port => conflicts.push(Conflict {
-                        key: key.clone(),
-                        port_name: p.name.clone(),
-                        winner: (*winner).clone(),
-                        winning_port: *port,
-                        loser: peer.cluster.clone(),
-                        losing_port: p.port,
-                    }),
-                    Some(_) => {}
-                }
-            }
-        }
+    for (key, exporters) in by_key {
+        let mut constituents: Vec<Exporter<'_>> = exporters
+            .iter()
+            .map(|(peer, svc)| Exporter {
+                cluster: &peer.cluster,
+                exported_at_ms: svc.exported_at_ms,
+                ports: &svc.ports,
+            })
+            .collect();
+        let (ports, found) = resolve_ports(key, &mut constituents);
+        conflicts.extend(found);
         let mut sources: Vec<ImportSource> = exporters
             .iter()
             .map(|(peer, svc)| ImportSource {
@@ -182,7 +210,7 @@ pub fn merge_imports(
                 key: key.clone(),
                 ports: ports
                     .into_iter()
-                    .map(|(name, (port, _))| ServicePort::new(name, port))
+                    .map(|(name, port)| ServicePort::new(name, port))
                     .collect(),
                 sources,
             },
