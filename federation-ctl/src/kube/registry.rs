@@ -36,6 +36,8 @@ use crate::registry::{
 
 /// Changes gathered before the registry is rebuilt.
 const DEBOUNCE: Duration = Duration::from_millis(20);
+/// How long after a failed ServiceExport status write it is tried again.
+const STATUS_RETRY: Duration = Duration::from_secs(1);
 /// How long the first list of every kind may take before the controller gives up starting.
 const INITIAL_SYNC: Duration = Duration::from_secs(30);
 
@@ -188,7 +190,14 @@ impl KubeRegistry {
             self.changed.notified().await;
             tokio::time::sleep(DEBOUNCE).await;
             self.rebuild();
-            self.write_statuses().await;
+            if !self.write_statuses().await {
+                // Without a change to come, a failed write would wait for one: wake ourselves.
+                let changed = self.changed.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(STATUS_RETRY).await;
+                    changed.notify_one();
+                });
+            }
         }
     }
 
@@ -235,9 +244,10 @@ impl KubeRegistry {
         }
     }
 
-    /// Writes `Valid` and `Conflict` where they differ from what the export carries. A failed
-    /// write is logged and retried at the next change (every status write is one).
-    async fn write_statuses(&self) {
+    /// Writes `Valid` and `Conflict` where they differ from what the export carries; false when
+    /// a write failed (logged; the caller tries again after [`STATUS_RETRY`]).
+    async fn write_statuses(&self) -> bool {
+        let mut all_written = true;
         let registry = self.tx.borrow().clone();
         let imports = self
             .imports
@@ -270,10 +280,12 @@ impl KubeRegistry {
                     tracing::info!(export = %key, valid = want[0].status, reason = want[0].reason, conflict = want[1].status, conflict_reason = want[1].reason, "ServiceExport status written")
                 }
                 Err(error) => {
-                    tracing::warn!(export = %key, %error, "cannot write the ServiceExport status; retried at the next change")
+                    all_written = false;
+                    tracing::warn!(export = %key, %error, retry_in = ?STATUS_RETRY, "cannot write the ServiceExport status")
                 }
             }
         }
+        all_written
     }
 
     async fn export_now(&self, key: ServiceKey, to: ExportTo) -> Result<(), RegistryError> {
