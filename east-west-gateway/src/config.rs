@@ -17,8 +17,8 @@
 //!   connect_attempts: 3              # distinct endpoints tried before giving up
 //!   ejection_base: 1s                # passive ejection backoff: base * 2^(failures-1) ...
 //!   ejection_max: 30s                # ... capped here
-//!   buffer_bytes: 262144             # largest copy buffer (or splice pipe) per direction
-//!   splice: auto                     # auto: plain TCP legs use splice(2) on Linux; off: copy
+//!   buffer_bytes: 32768              # largest copy buffer (or splice pipe) per direction
+//!   splice: off                      # off: copy (default); auto: splice(2) on Linux
 //! limits:
 //!   max_concurrent_handshakes: 512   # TLS handshakes in progress (ingress terminate + mtls
 //!                                    # egress); the rest wait their turn (read at startup)
@@ -29,7 +29,7 @@
 //!   - name: reviews
 //!     services: [{ name: reviews, namespace: default, port: 9080 }]
 //!     hosts: [reviews.example.com, "*.reviews.example.com"]
-//!     mode: passthrough              # bytes spliced; TLS ends at the endpoint
+//!     mode: passthrough              # bytes untouched; TLS ends at the endpoint
 //!     max_connections: 1000
 //!     endpoints:
 //!       - { address: 10.0.0.7:9080, weight: 2 }
@@ -116,11 +116,13 @@ pub const DEFAULT_CONNECT_ATTEMPTS: usize = 3;
 pub const DEFAULT_EJECTION_BASE: Duration = Duration::from_secs(1);
 /// Default longest ejection period.
 pub const DEFAULT_EJECTION_MAX: Duration = Duration::from_secs(30);
-/// Default largest copy buffer per direction. Buffers start at 4 KiB and grow
-/// only for connections whose reads fill them, so idle connections stay cheap while bulk ones
-/// get the throughput of large buffers (16 KiB → 256 KiB took one stream from ≈6 to ≈10 Gb/s on
-/// the 2-core dev machine).
-pub const DEFAULT_BUFFER_BYTES: usize = 256 * 1024;
+/// Default largest copy buffer per direction. Buffers start at 4 KiB and grow only for
+/// connections whose reads fill them. 32 KiB fits a core's L1 data cache, so a buffer read into
+/// is written out while still there: with 16 bulk TLS connections it took 0.38–0.43 CPU-s per
+/// GB where 256 KiB took 0.44–0.53 and 128 KiB 0.50 (bench/README.md, 2026-11-30); one long
+/// plaintext stream gets about the same from either. A gateway carrying a few large streams
+/// may raise it.
+pub const DEFAULT_BUFFER_BYTES: usize = 32 * 1024;
 /// Default bound on TLS handshakes in progress at once. A handshake costs about a millisecond
 /// of CPU (far more in a debug build); past a few hundred in flight, more concurrency only
 /// makes every handshake slower until they all miss their deadline together, so the rest wait
@@ -245,10 +247,12 @@ pub struct Upstream {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Splice {
     /// splice(2) through a pipe per direction on Linux, falling back to copying for a
-    /// connection whose sockets the kernel refuses to splice; copying elsewhere.
-    #[default]
+    /// connection whose sockets the kernel refuses to splice; copying elsewhere. Saves CPU per
+    /// byte on long plaintext streams; costs throughput on TLS passthrough (see bench/README.md).
     Auto,
-    /// Always copy through userspace buffers (for comparison, or a kernel that misbehaves).
+    /// Copy through pooled userspace buffers (the default: measured faster than splice for
+    /// TLS passthrough, keep-alive and new connections).
+    #[default]
     Off,
 }
 

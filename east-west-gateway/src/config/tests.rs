@@ -411,10 +411,10 @@ fn every_gateway_needs_an_sni_and_a_trust_domain() {
 }
 
 #[test]
-fn splice_is_auto_unless_turned_off() {
-    let auto = parse(MINIMAL).expect("valid");
-    assert_eq!(auto.upstream.splice, Splice::Auto);
-    assert_eq!(dump(&auto)["upstream"]["splice"], "auto");
+fn splice_is_off_unless_turned_on() {
+    let default = parse(MINIMAL).expect("valid");
+    assert_eq!(default.upstream.splice, Splice::Off);
+    assert_eq!(dump(&default)["upstream"]["splice"], "off");
     let off = parse(&format!("{MINIMAL}upstream: {{ splice: off }}\n")).expect("valid");
     assert_eq!(off.upstream.splice, Splice::Off);
     assert_eq!(dump(&off)["upstream"]["splice"], "off");

@@ -111,13 +111,13 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Error> {
             DEFAULT_BUFFER_BYTES,
         )?,
         splice: match u.splice.as_deref() {
-            None | Some("auto") => Splice::Auto,
-            Some("off") => Splice::Off,
+            Some("auto") => Splice::Auto,
+            None | Some("off") => Splice::Off,
             Some(other) => {
                 return Err(invalid(
                     "upstream.splice",
                     format!("unknown value {other:?}"),
-                    "use `auto` (splice(2) for plain TCP legs on Linux, the default) or `off` (always copy)",
+                    "use `off` (copy, the default) or `auto` (splice(2) for plain TCP legs on Linux)",
                 ));
             }
         },

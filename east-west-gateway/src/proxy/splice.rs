@@ -9,41 +9,33 @@
 //! outcome):
 //!
 //! - [`pump`] copies through userspace with an adaptive buffer per direction (4 KiB, doubling
-//!   up to `upstream.buffer_bytes`), held only while bytes flow ([`Buffer`]). Every TLS leg uses it (terminate, mTLS egress): rustls
-//!   needs the bytes.
+//!   up to `upstream.buffer_bytes`), held only while bytes flow and returned to a per-thread
+//!   last-in-first-out [`pool`] while the direction waits ([`Buffer`]). Every TLS leg uses it
+//!   (terminate, mTLS egress): rustls needs the bytes. It is also the default for plain legs.
 //! - [`pump_tcp`] joins two plain TCP sockets (passthrough routes after the replayed
-//!   ClientHello, passthrough egress). With `upstream.splice: auto` (the default) on Linux it
-//!   moves bytes socket → pipe → socket with splice(2), one pipe per direction, so payload never
-//!   enters userspace ([`pipe`]). A pipe starts at the kernel's default size (64 KiB) and grows
-//!   ×4 up to `upstream.buffer_bytes` (F_SETPIPE_SZ) while splices fill it, like the copy
-//!   buffer. A direction whose first splice the kernel refuses (EINVAL, ENOSYS, EOPNOTSUPP,
-//!   EPERM: fd types or a sandbox without splice) or whose pipe cannot be created (EMFILE)
-//!   falls back to copying before any byte moved, logged once per process; any byte already in
-//!   its pipe is read back and written first, so nothing is lost. Copying also takes over a
-//!   direction at a TCP urgent mark, which splice(2) cannot pass. Costs: 4 pipe fds per
-//!   connection, and pipe pages count against `fs.pipe-user-pages-soft` for non-root users
-//!   (past it the kernel hands out small pipes, which still work, just with more syscalls).
+//!   ClientHello, passthrough egress). With `upstream.splice: auto` on Linux it moves bytes
+//!   socket → pipe → socket with splice(2), one pipe per direction, so payload never enters
+//!   userspace ([`pipe`]). A pipe starts at the kernel's default size (64 KiB) and grows ×4 up
+//!   to `upstream.buffer_bytes` (F_SETPIPE_SZ) while splices fill it, like the copy buffer. A
+//!   direction whose first splice the kernel refuses (EINVAL, ENOSYS, EOPNOTSUPP, EPERM: fd
+//!   types or a sandbox without splice) or whose pipe cannot be created (EMFILE) falls back to
+//!   copying before any byte moved, logged once per process; any byte already in its pipe is
+//!   read back and written first, so nothing is lost. Copying also takes over a direction at a
+//!   TCP urgent mark, which splice(2) cannot pass. Costs: 4 pipe fds per connection, a pipe
+//!   created and destroyed per direction, and pipe pages count against
+//!   `fs.pipe-user-pages-soft` for non-root users.
 //!
-//! Measured on the 2-core dev machine: release build, one 2 GiB stream over loopback from a
-//! Python sender to a Python sink, which share the 2 cores with the gateway; medians of 5 runs.
-//! Other builds were running, so single runs varied by ±30% and more.
-//!
-//! | path                 | Gb/s | gateway CPU-s per GiB |
-//! |----------------------|------|-----------------------|
-//! | direct (no gateway)  | ≈ 36 | –                     |
-//! | `splice: auto`       | ≈ 18 | 0.27 (0.23–0.33 over all runs) |
-//! | `splice: off` (copy) | ≈ 18 | 0.36 (0.29–0.55 over all runs) |
-//!
-//! On loopback the sender and sink are the bottleneck, and no throughput ranking survived the
-//! noise: with the gateway pinned to one core and the load generator on the other, medians
-//! ranged 11–15 Gb/s spliced and 10–21 copied. What splice reliably saves is gateway CPU
-//! (about a quarter per byte; 0.23–0.27 with 1 MiB pipes, `buffer_bytes: 1048576`), which is
-//! what limits aggregate throughput when many streams share the gateway's cores. Earlier
-//! copy-only measurements of buffer sizes: 16 KiB fixed ≈ 6 Gb/s, 64 KiB ≈ 8, 256 KiB ≈ 10,
-//! adaptive up to 256 KiB ≈ 8–9.
+//! Why copying is the default (`splice: off`): in the side-by-side benchmark (bench/README.md,
+//! 2026-11-30, idle machine, three alternated pairs each) copying moved 1 MiB TLS responses at
+//! 0.72–0.83× of direct against 0.56–0.69× spliced, and 1 KiB keep-alive at 0.42–0.46×
+//! against 0.38–0.42×, for the same or less CPU; splice only saved CPU on one long plaintext
+//! stream (0.50–0.53 against 0.58–0.61 CPU-s per GB) with no throughput gain. Pooled buffers
+//! then took the 1 MiB figure from 0.48–0.53 to 0.44–0.45 CPU-s per GB: a few cache-hot
+//! buffers cycle through every connection instead of a cold allocation per read.
 
 #[cfg(target_os = "linux")]
 mod pipe;
+mod pool;
 #[cfg(all(test, target_os = "linux"))]
 mod tests;
 
@@ -63,8 +55,8 @@ use crate::drain;
 
 /// First copy buffer per direction; grows by doubling up to `upstream.buffer_bytes`. Small, so
 /// chatty connections stay cheap (16 KiB here, kept while idle, made an idle terminated
-/// connection cost 72 KiB across the two gateways of an mTLS chain); a bulk transfer still
-/// reaches 256 KiB within seven full reads.
+/// connection cost 72 KiB across the two gateways of an mTLS chain); a bulk transfer reaches the
+/// default 32 KiB within four full reads.
 const INITIAL_BUFFER_BYTES: usize = 4 * 1024;
 
 /// Where one direction's bytes are counted: the connection's own total and a metric.
@@ -107,7 +99,8 @@ pub(crate) async fn pump_tcp(
     #[cfg(target_os = "linux")]
     if limits.splice == Splice::Auto {
         let ops = &pipe::SYSTEM;
-        return pipe::pump(client, upstream, up, down, limits, drain, ops)
+        // Boxed: its pipes' state would otherwise sit in every copying connection's task too.
+        return Box::pin(pipe::pump(client, upstream, up, down, limits, drain, ops))
             .await
             .outcome;
     }
@@ -243,10 +236,10 @@ impl<'a> Half<'a> {
     }
 }
 
-/// One direction's copy buffer, held only while bytes flow: a read that would wait releases
-/// it (an idle connection keeps none), the next readiness takes a fresh one of the size
-/// reached so far. Starts small and doubles while reads fill it, so chatty connections stay
-/// cheap and bulk transfers reach `max` within a few reads.
+/// One direction's copy buffer, held only while bytes flow: a read that would wait returns it
+/// to the thread's [`pool`] (an idle connection keeps none), the next readiness takes one of
+/// the size reached so far. Starts small and doubles while reads fill it, so chatty
+/// connections stay cheap and bulk transfers reach `max` within a few reads.
 struct Buffer {
     bytes: Vec<u8>,
     /// Capacity to take on the next read.
@@ -263,7 +256,7 @@ impl Buffer {
         }
     }
 
-    /// Reads once into a fresh buffer; `Ok(0)` is EOF.
+    /// Reads once; `Ok(0)` is EOF.
     async fn read<R: AsyncRead + Unpin>(&mut self, from: &mut R) -> io::Result<usize> {
         std::future::poll_fn(|cx| self.poll_read(from, cx)).await
     }
@@ -274,15 +267,17 @@ impl Buffer {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<io::Result<usize>> {
         use std::task::Poll;
+        if self.bytes.capacity() < self.size {
+            pool::give(std::mem::replace(&mut self.bytes, pool::take(self.size)));
+        }
         self.bytes.clear();
-        self.bytes.reserve_exact(self.size);
         // read_buf fills the spare capacity: no zeroing of a buffer refilled every read. Its
         // future holds only the two borrows, so one is made per poll.
         let read = std::pin::pin!(from.read_buf(&mut self.bytes));
         match read.poll(cx) {
             Poll::Pending => {
                 // Nothing was read and the waker is registered: give the memory back.
-                self.bytes = Vec::new();
+                pool::give(std::mem::take(&mut self.bytes));
                 Poll::Pending
             }
             Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
@@ -297,5 +292,11 @@ impl Buffer {
 
     fn filled(&self) -> &[u8] {
         &self.bytes
+    }
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        pool::give(std::mem::take(&mut self.bytes));
     }
 }

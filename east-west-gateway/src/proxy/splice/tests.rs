@@ -466,3 +466,29 @@ async fn a_copy_buffer_grows_while_reads_fill_it_and_is_released_while_waiting()
     drop(writer);
     assert_eq!(buf.read(&mut reader).await.expect("eof"), 0);
 }
+
+#[tokio::test]
+async fn a_released_copy_buffer_is_the_next_one_handed_out_and_the_pool_is_bounded() {
+    let (mut writer, mut reader) = tokio::io::duplex(64 * 1024);
+    let mut first = Buffer::new(4096, 4096);
+    writer.write_all(b"one").await.expect("write");
+    first.read(&mut reader).await.expect("read");
+    let address = first.bytes.as_ptr();
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(first.poll_read(&mut reader, &mut cx).is_pending());
+
+    // Another connection's direction takes the buffer just returned: still in cache, no
+    // allocation.
+    let mut second = Buffer::new(4096, 4096);
+    writer.write_all(b"two").await.expect("write");
+    second.read(&mut reader).await.expect("read");
+    assert_eq!(second.bytes.as_ptr(), address, "last in, first out");
+    assert_eq!(second.filled(), b"two");
+
+    // However many buffers come back, the pool keeps at most its bound.
+    for _ in 0..2 * pool::POOL_BYTES / (64 * 1024) {
+        pool::give(Vec::with_capacity(64 * 1024));
+    }
+    assert!(pool::pooled_bytes() <= pool::POOL_BYTES);
+    assert!(pool::pooled_bytes() >= pool::POOL_BYTES - 64 * 1024);
+}
