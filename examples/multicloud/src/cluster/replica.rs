@@ -1,6 +1,7 @@
 //! More than one controller replica for a cluster (with `leader_election` in its config).
 
-use super::{Cluster, Files, peering_of, relative_to, spawn_controller_process};
+use super::Cluster;
+use super::files::{Files, peering_of, relative_to, spawn_controller_process};
 use crate::process::Process;
 use crate::{Error, Result};
 
