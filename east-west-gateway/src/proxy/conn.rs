@@ -267,12 +267,13 @@ mod tests {
         size_of::<F>()
     }
 
-    /// An idle connection costs its task: this future (2.8 KB in a debug build; it was over
-    /// 4.8 KB while the TLS and splice states sat inline in every task).
+    /// An idle connection costs its task: this future (2.3 KB in a debug build; it was over
+    /// 4.8 KB while the TLS and splice states sat inline in every task and the copy pump held
+    /// both directions twice).
     #[test]
     fn a_connection_task_stays_small() {
         let size = future_size(super::handle);
         println!("connection future: {size} bytes");
-        assert!(size <= 3072, "connection future is {size} bytes");
+        assert!(size <= 2560, "connection future is {size} bytes");
     }
 }

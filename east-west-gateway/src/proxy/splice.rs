@@ -41,6 +41,7 @@ mod tests;
 
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -126,34 +127,36 @@ where
     let up = Half::new(up, &clock);
     let down = Half::new(down, &clock);
     let buffer = limits.buffer_bytes;
-    let both = drive(
-        up.copy(&mut client_read, &mut upstream_write, buffer),
-        down.copy(&mut upstream_read, &mut client_write, buffer),
-        &clock,
-        limits.idle_timeout,
-        drain,
-    );
-    match both.await {
+    let both = std::pin::pin!(async {
+        tokio::try_join!(
+            up.copy(&mut client_read, &mut upstream_write, buffer),
+            down.copy(&mut upstream_read, &mut client_write, buffer),
+        )
+    });
+    match drive(both, &clock, limits.idle_timeout, drain).await {
         Ok(((), ())) => Outcome::Forwarded,
         Err(outcome) => outcome,
     }
 }
 
-/// Runs both directions until both finish (`Ok`), one fails, the connection idles out, or the
-/// drain deadline passes.
-async fn drive<T, U, D>(
-    up: U,
-    down: D,
+/// Runs both directions (`both`, joined) until both finish (`Ok`), one fails, the connection
+/// idles out, or the drain deadline passes.
+///
+/// The directions are joined and pinned by the caller, where they were made, and borrowed here:
+/// a future passed by value and then moved into `select!` is stored twice in the connection's
+/// task, and an idle connection's memory is that task (the plain-TCP pump's future went from
+/// 1904 to 1368 bytes in a debug build).
+async fn drive<T, J>(
+    both: Pin<&mut J>,
     clock: &Clock,
     idle_timeout: Duration,
     drain: &mut drain::Watch,
-) -> Result<(T, T), Outcome>
+) -> Result<T, Outcome>
 where
-    U: Future<Output = io::Result<T>>,
-    D: Future<Output = io::Result<T>>,
+    J: Future<Output = io::Result<T>>,
 {
     tokio::select! {
-        result = async { tokio::try_join!(up, down) } => result.map_err(|error| {
+        result = both => result.map_err(|error| {
             tracing::debug!(%error, "forwarding failed");
             Outcome::Reset
         }),

@@ -84,14 +84,13 @@ pub(super) async fn pump(
     let (up, down) = (Half::new(up, &clock), Half::new(down, &clock));
     let (client_read, client_write) = client.split();
     let (upstream_read, upstream_write) = upstream.split();
-    let both = drive(
-        up.direction(client_read, upstream_write, limits.buffer_bytes, ops),
-        down.direction(upstream_read, client_write, limits.buffer_bytes, ops),
-        &clock,
-        limits.idle_timeout,
-        drain,
-    );
-    match both.await {
+    let both = std::pin::pin!(async {
+        tokio::try_join!(
+            up.direction(client_read, upstream_write, limits.buffer_bytes, ops),
+            down.direction(upstream_read, client_write, limits.buffer_bytes, ops),
+        )
+    });
+    match drive(both, &clock, limits.idle_timeout, drain).await {
         Ok(engines) => Pumped {
             outcome: Outcome::Forwarded,
             engines: Some(engines),
