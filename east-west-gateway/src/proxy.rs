@@ -62,7 +62,8 @@ pub enum Error {
 /// How a connection ended: the `outcome` metric label and access-log field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {
-    /// Bytes flowed until both sides closed.
+    /// Bytes flowed until both sides closed (a reset or broken pipe after one direction had
+    /// ended cleanly counts as closing).
     Forwarded,
     /// The ClientHello had no server_name.
     NoSni,
@@ -86,7 +87,7 @@ pub enum Outcome {
     UpstreamConnect,
     /// No byte either way for the idle timeout.
     IdleTimeout,
-    /// A socket error after forwarding started.
+    /// A socket error after forwarding started, while both directions were open.
     Reset,
     /// Cut at the drain deadline.
     Drained,

@@ -42,7 +42,7 @@ mod tests;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
@@ -157,6 +157,14 @@ where
 {
     tokio::select! {
         result = both => result.map_err(|error| {
+            if clock.a_direction_finished() && closed_by_peer(&error) {
+                // One direction had ended cleanly (its FIN passed on); the other then met a
+                // reset or a closed socket: how a connection ends when a client closes without
+                // reading the last bytes (a TLS close_notify, say) or a server closes both ways
+                // after its response. Nothing either side still wanted was lost.
+                tracing::debug!(%error, "reset after a half-close");
+                return Outcome::Forwarded;
+            }
             tracing::debug!(%error, "forwarding failed");
             Outcome::Reset
         }),
@@ -165,11 +173,20 @@ where
     }
 }
 
-/// When a connection last moved a byte, either way.
+/// A peer's way of closing rather than a failure, once the other direction has ended.
+fn closed_by_peer(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+    )
+}
+
+/// When a connection last moved a byte, either way, and whether a direction has ended cleanly.
 struct Clock {
     start: Instant,
     /// Milliseconds since `start`.
     last_activity: AtomicU64,
+    finished: AtomicBool,
 }
 
 impl Clock {
@@ -177,7 +194,17 @@ impl Clock {
         Self {
             start: Instant::now(),
             last_activity: AtomicU64::new(0),
+            finished: AtomicBool::new(false),
         }
+    }
+
+    /// A direction read EOF and passed the half-close on.
+    fn finish(&self) {
+        self.finished.store(true, Ordering::Relaxed);
+    }
+
+    fn a_direction_finished(&self) -> bool {
+        self.finished.load(Ordering::Relaxed)
     }
 
     fn touch(&self) {
@@ -229,6 +256,7 @@ impl<'a> Half<'a> {
                 // Propagate the half-close; if the peer is already gone the other direction
                 // reports the error.
                 let _ = to.shutdown().await;
+                self.clock.finish();
                 return Ok(());
             }
             to.write_all(buf.filled()).await?;

@@ -198,6 +198,7 @@ impl Half<'_> {
                     // Propagate the half-close; if the peer is already gone the other
                     // direction reports the error.
                     let _ = to.shutdown().await;
+                    self.clock.finish();
                     return Ok(Engine::Splice);
                 }
                 Spliced::Refused { error, pending } => {

@@ -308,6 +308,37 @@ async fn a_refusal_after_bytes_moved_is_a_reset_not_a_fallback() {
 }
 
 #[tokio::test]
+async fn a_reset_after_the_response_is_complete_counts_as_forwarded_by_both_engines() {
+    for via in [Via::Splice(&SYSTEM), Via::Copy] {
+        let Sockets {
+            mut client,
+            mut server,
+            gateway,
+        } = sockets().await;
+        let counts = Counts::default();
+        let (_trigger, mut watch) = drain::channel();
+        let apps = async {
+            server.write_all(b"bye").await.expect("write");
+            server.shutdown().await.expect("FIN");
+            let mut got = Vec::new();
+            client
+                .read_to_end(&mut got)
+                .await
+                .expect("response and EOF");
+            assert_eq!(got, b"bye");
+            // The client has everything and goes away abruptly, as curl may.
+            client.set_zero_linger().expect("linger");
+            drop(client); // RST
+            let mut rest = Vec::new();
+            let _ = server.read_to_end(&mut rest).await;
+        };
+        let (pumped, ()) = run(via, gateway, &counts, limits(BOUND), &mut watch, apps).await;
+        assert_eq!(pumped.outcome, Outcome::Forwarded);
+        assert_eq!(counts.get(), (0, 3));
+    }
+}
+
+#[tokio::test]
 async fn a_reset_from_the_upstream_is_reported_by_both_engines() {
     for via in [Via::Splice(&SYSTEM), Via::Copy] {
         let Sockets {
