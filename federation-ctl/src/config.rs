@@ -334,12 +334,7 @@ impl PortRange {
             Some((a, b)) => (a.trim(), b.trim()),
             None => (s.trim(), s.trim()),
         };
-        let port = |p: &str| -> Result<u16, String> {
-            match p.parse::<u16>() {
-                Ok(0) | Err(_) => Err(format!("{p:?} is not a port (1-65535)")),
-                Ok(n) => Ok(n),
-            }
-        };
+        let port = |p: &str| port_number(p).ok_or_else(|| format!("{p:?} is not a port (1-65535)"));
         let (first, last) = (port(first)?, port(last)?);
         if first > last {
             return Err(format!("range {s:?} ends before it starts"));
@@ -352,6 +347,15 @@ impl fmt::Display for PortRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}-{}", self.first, self.last)
     }
+}
+
+/// A port written as decimal digits only, 1-65535. `u16::from_str` also takes a leading `+`,
+/// which would let `127.0.0.1:+80` parse as a host *name* and print back as an IP address.
+fn port_number(p: &str) -> Option<u16> {
+    if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    p.parse().ok().filter(|&n| n != 0)
 }
 
 // === impl HostPort ===
@@ -368,10 +372,7 @@ impl HostPort {
         let (host, port) = s
             .rsplit_once(':')
             .ok_or_else(|| format!("{s:?} has no port; write HOST:PORT"))?;
-        let port = match port.parse::<u16>() {
-            Ok(0) | Err(_) => return Err(format!("{s:?} has no valid port (1-65535)")),
-            Ok(p) => p,
-        };
+        let port = port_number(port).ok_or_else(|| format!("{s:?} has no valid port (1-65535)"))?;
         if host.contains(':') || host.starts_with('[') {
             return Err(format!(
                 "{s:?} is not a valid address; write IPv6 addresses as [ADDR]:PORT"

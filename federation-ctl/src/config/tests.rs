@@ -325,8 +325,17 @@ fn host_port_forms() {
         "10.0.0.1:0",
         "gw..x:1",
         "[gw]:1",
+        // Found by the peering_token fuzz target: a signed port made the IP a host name,
+        // which printed back as an IP address.
+        "127.0.10.1:+15050",
+        "gw:+1",
+        "gw:-1",
+        "gw: 1",
     ] {
         assert!(HostPort::parse(bad).is_err(), "{bad:?}");
+    }
+    for bad in ["+1", "+1-2", "1-+2"] {
+        assert!(PortRange::parse(bad).is_err(), "{bad:?}");
     }
 }
 
