@@ -307,60 +307,63 @@ async fn a_refusal_after_bytes_moved_is_a_reset_not_a_fallback() {
     assert_eq!(counts.get(), (5, 0));
 }
 
-#[tokio::test]
-async fn a_reset_after_the_response_is_complete_counts_as_forwarded_by_both_engines() {
+/// Runs `apps(client, server)` on fresh sockets through each engine in turn: each engine's
+/// outcome and byte counts.
+async fn through_both_engines<F, Fut>(mut apps: F) -> Vec<(Outcome, (u64, u64))>
+where
+    F: FnMut(TcpStream, TcpStream) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut results = Vec::new();
     for via in [Via::Splice(&SYSTEM), Via::Copy] {
         let Sockets {
-            mut client,
-            mut server,
+            client,
+            server,
             gateway,
         } = sockets().await;
         let counts = Counts::default();
         let (_trigger, mut watch) = drain::channel();
-        let apps = async {
-            server.write_all(b"bye").await.expect("write");
-            server.shutdown().await.expect("FIN");
-            let mut got = Vec::new();
-            client
-                .read_to_end(&mut got)
-                .await
-                .expect("response and EOF");
-            assert_eq!(got, b"bye");
-            // The client has everything and goes away abruptly, as curl may.
-            client.set_zero_linger().expect("linger");
-            drop(client); // RST
-            let mut rest = Vec::new();
-            let _ = server.read_to_end(&mut rest).await;
-        };
-        let (pumped, ()) = run(via, gateway, &counts, limits(BOUND), &mut watch, apps).await;
-        assert_eq!(pumped.outcome, Outcome::Forwarded);
-        assert_eq!(counts.get(), (0, 3));
+        let exchange = apps(client, server);
+        let (pumped, ()) = run(via, gateway, &counts, limits(BOUND), &mut watch, exchange).await;
+        results.push((pumped.outcome, counts.get()));
     }
+    results
+}
+
+#[tokio::test]
+async fn a_reset_after_the_response_is_complete_counts_as_forwarded_by_both_engines() {
+    let results = through_both_engines(|mut client, mut server| async move {
+        server.write_all(b"bye").await.expect("write");
+        server.shutdown().await.expect("FIN");
+        let mut got = Vec::new();
+        client
+            .read_to_end(&mut got)
+            .await
+            .expect("response and EOF");
+        assert_eq!(got, b"bye");
+        // The client has everything and goes away abruptly, as curl may.
+        client.set_zero_linger().expect("linger");
+        drop(client); // RST
+        let mut rest = Vec::new();
+        let _ = server.read_to_end(&mut rest).await;
+    })
+    .await;
+    assert_eq!(results, [(Outcome::Forwarded, (0, 3)); 2]);
 }
 
 #[tokio::test]
 async fn a_reset_from_the_upstream_is_reported_by_both_engines() {
-    for via in [Via::Splice(&SYSTEM), Via::Copy] {
-        let Sockets {
-            mut client,
-            mut server,
-            gateway,
-        } = sockets().await;
-        let counts = Counts::default();
-        let (_trigger, mut watch) = drain::channel();
-        let apps = async {
-            client.write_all(b"ping").await.expect("write");
-            let mut buf = [0u8; 4];
-            server.read_exact(&mut buf).await.expect("ping arrives");
-            server.set_zero_linger().expect("linger");
-            drop(server); // RST
-            let mut rest = Vec::new();
-            let _ = client.read_to_end(&mut rest).await;
-        };
-        let (pumped, ()) = run(via, gateway, &counts, limits(BOUND), &mut watch, apps).await;
-        assert_eq!(pumped.outcome, Outcome::Reset);
-        assert_eq!(counts.get(), (4, 0));
-    }
+    let results = through_both_engines(|mut client, mut server| async move {
+        client.write_all(b"ping").await.expect("write");
+        let mut buf = [0u8; 4];
+        server.read_exact(&mut buf).await.expect("ping arrives");
+        server.set_zero_linger().expect("linger");
+        drop(server); // RST
+        let mut rest = Vec::new();
+        let _ = client.read_to_end(&mut rest).await;
+    })
+    .await;
+    assert_eq!(results, [(Outcome::Reset, (4, 0)); 2]);
 }
 
 #[tokio::test(start_paused = true)]
