@@ -158,10 +158,17 @@ impl Watch {
         let Self { own, scope } = self;
         match scope {
             None => wait(&mut own.close, false).await,
-            Some(scope) => tokio::select! {
-                () = wait(&mut own.close, false) => {}
-                () = wait(&mut scope.close, true) => {}
-            },
+            // Boxed: every connection holds this future while it waits, and the two waits
+            // inline would double it for the unscoped (ingress) watches too.
+            Some(scope) => {
+                Box::pin(async {
+                    tokio::select! {
+                        () = wait(&mut own.close, false) => {}
+                        () = wait(&mut scope.close, true) => {}
+                    }
+                })
+                .await;
+            }
         }
     }
 

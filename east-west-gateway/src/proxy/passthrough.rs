@@ -2,6 +2,7 @@
 //! buffered ClientHello (consumed while detecting it, so it is written, not spliced), then move
 //! bytes both ways untouched: splice(2) when `upstream.splice` allows it ([`splice::pump_tcp`]).
 
+use std::future::Future;
 use std::sync::atomic::Ordering;
 
 use tokio::io::AsyncWriteExt;
@@ -15,47 +16,54 @@ use crate::config;
 use crate::drain;
 use crate::metrics::{Metrics, RouteLabel};
 
-pub(super) async fn forward(
-    client: &mut TcpStream,
+/// An async block rather than an `async fn`, so the task does not hold every argument twice.
+#[expect(clippy::manual_async_fn, reason = "an async fn would hold its arguments twice")]
+pub(super) fn forward<'a>(
+    client: &'a mut TcpStream,
     hello: Vec<u8>,
-    route: &RouteState,
-    upstream_config: &config::Upstream,
-    metrics: &Metrics,
-    record: &mut Record,
-    drain: &mut drain::Watch,
-) -> Outcome {
-    let label = Metrics::route(Some(route.name.as_str()));
-    let Some((mut upstream, index)) = connect(route, upstream_config, metrics, &label).await else {
-        return Outcome::UpstreamConnect;
-    };
-    record.dst = route.balancer.address(index);
-    let _active = route.balancer.acquire(index);
-    let received = metrics.received_bytes.get_or_create_owned(&label);
-    let sent = metrics.sent_bytes.get_or_create_owned(&label);
+    route: &'a RouteState,
+    upstream_config: &'a config::Upstream,
+    metrics: &'a Metrics,
+    record: &'a mut Record,
+    drain: &'a mut drain::Watch,
+) -> impl Future<Output = Outcome> + Send + 'a {
+    async move {
+        let label = Metrics::route(Some(route.name.as_str()));
+        let Some((mut upstream, index)) = connect(route, upstream_config, metrics, &label).await
+        else {
+            return Outcome::UpstreamConnect;
+        };
+        record.dst = route.balancer.address(index);
+        let _active = route.balancer.acquire(index);
+        let received = metrics.received_bytes.get_or_create_owned(&label);
+        let sent = metrics.sent_bytes.get_or_create_owned(&label);
+        // Not kept while the connection lasts.
+        drop(label);
 
-    if upstream.write_all(&hello).await.is_err() {
-        return Outcome::Reset;
+        if upstream.write_all(&hello).await.is_err() {
+            return Outcome::Reset;
+        }
+        let hello_len = u64::try_from(hello.len()).unwrap_or(u64::MAX);
+        // Freed now rather than when the connection ends: an idle connection would keep it.
+        drop(hello);
+        record.received.fetch_add(hello_len, Ordering::Relaxed);
+        received.inc_by(hello_len);
+        splice::pump_tcp(
+            client,
+            &mut upstream,
+            Tally {
+                total: &record.received,
+                counter: &received,
+            },
+            Tally {
+                total: &record.sent,
+                counter: &sent,
+            },
+            splice::Limits::of(upstream_config),
+            drain,
+        )
+        .await
     }
-    let hello_len = u64::try_from(hello.len()).unwrap_or(u64::MAX);
-    // Freed now rather than when the connection ends: an idle connection would keep it.
-    drop(hello);
-    record.received.fetch_add(hello_len, Ordering::Relaxed);
-    received.inc_by(hello_len);
-    splice::pump_tcp(
-        client,
-        &mut upstream,
-        Tally {
-            total: &record.received,
-            counter: &received,
-        },
-        Tally {
-            total: &record.sent,
-            counter: &sent,
-        },
-        splice::Limits::of(upstream_config),
-        drain,
-    )
-    .await
 }
 
 /// Tries up to `connect_attempts` distinct endpoints. Nothing has been written upstream yet, so

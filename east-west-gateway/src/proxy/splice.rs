@@ -89,53 +89,64 @@ impl Limits {
 
 /// Joins two plain TCP sockets: splice(2) when `limits.splice` allows it (Linux), else
 /// [`pump`]. `up` counts client → upstream bytes.
-pub(crate) async fn pump_tcp(
-    client: &mut TcpStream,
-    upstream: &mut TcpStream,
-    up: Tally<'_>,
-    down: Tally<'_>,
+///
+/// The pumps and their parts are functions returning async blocks rather than `async fn`s: an
+/// `async fn` moves its arguments into locals, so a connection's task would hold each of them
+/// twice, and an idle connection's memory is that task.
+#[expect(clippy::manual_async_fn, reason = "an async fn would hold its arguments twice")]
+pub(crate) fn pump_tcp<'a>(
+    client: &'a mut TcpStream,
+    upstream: &'a mut TcpStream,
+    up: Tally<'a>,
+    down: Tally<'a>,
     limits: Limits,
-    drain: &mut drain::Watch,
-) -> Outcome {
-    #[cfg(target_os = "linux")]
-    if limits.splice == Splice::Auto {
-        let ops = &pipe::SYSTEM;
-        // Boxed: its pipes' state would otherwise sit in every copying connection's task too.
-        return Box::pin(pipe::pump(client, upstream, up, down, limits, drain, ops))
-            .await
-            .outcome;
+    drain: &'a mut drain::Watch,
+) -> impl Future<Output = Outcome> + Send + 'a {
+    async move {
+        #[cfg(target_os = "linux")]
+        if limits.splice == Splice::Auto {
+            let ops = &pipe::SYSTEM;
+            // Boxed: its pipes' state would otherwise sit in every copying connection's task.
+            return Box::pin(pipe::pump(client, upstream, up, down, limits, drain, ops))
+                .await
+                .outcome;
+        }
+        pump(client.split(), upstream.split(), up, down, limits, drain).await
     }
-    pump(client.split(), upstream.split(), up, down, limits, drain).await
 }
 
-/// Copies `client` ⇄ `upstream` until done; `up` counts client → upstream bytes.
-pub(crate) async fn pump<CR, CW, UR, UW>(
-    (mut client_read, mut client_write): (CR, CW),
-    (mut upstream_read, mut upstream_write): (UR, UW),
-    up: Tally<'_>,
-    down: Tally<'_>,
+/// Copies `client` ⇄ `upstream` (each a read half and a write half) until done; `up` counts
+/// client → upstream bytes.
+#[expect(clippy::manual_async_fn, reason = "an async fn would hold its arguments twice")]
+pub(crate) fn pump<'a, CR, CW, UR, UW>(
+    mut client: (CR, CW),
+    mut upstream: (UR, UW),
+    up: Tally<'a>,
+    down: Tally<'a>,
     limits: Limits,
-    drain: &mut drain::Watch,
-) -> Outcome
+    drain: &'a mut drain::Watch,
+) -> impl Future<Output = Outcome> + 'a
 where
-    CR: AsyncRead + Unpin,
-    CW: AsyncWrite + Unpin,
-    UR: AsyncRead + Unpin,
-    UW: AsyncWrite + Unpin,
+    CR: AsyncRead + Unpin + 'a,
+    CW: AsyncWrite + Unpin + 'a,
+    UR: AsyncRead + Unpin + 'a,
+    UW: AsyncWrite + Unpin + 'a,
 {
-    let clock = Clock::new();
-    let up = Half::new(up, &clock);
-    let down = Half::new(down, &clock);
-    let buffer = limits.buffer_bytes;
-    let both = std::pin::pin!(async {
-        tokio::try_join!(
-            up.copy(&mut client_read, &mut upstream_write, buffer),
-            down.copy(&mut upstream_read, &mut client_write, buffer),
-        )
-    });
-    match drive(both, &clock, limits.idle_timeout, drain).await {
-        Ok(((), ())) => Outcome::Forwarded,
-        Err(outcome) => outcome,
+    async move {
+        let clock = Clock::new();
+        let up = Half::new(up, &clock);
+        let down = Half::new(down, &clock);
+        let buffer = limits.buffer_bytes;
+        let both = std::pin::pin!(async {
+            tokio::try_join!(
+                up.copy(&mut client.0, &mut upstream.1, buffer),
+                down.copy(&mut upstream.0, &mut client.1, buffer),
+            )
+        });
+        match drive(both, &clock, limits.idle_timeout, drain).await {
+            Ok(((), ())) => Outcome::Forwarded,
+            Err(outcome) => outcome,
+        }
     }
 }
 
@@ -146,30 +157,33 @@ where
 /// a future passed by value and then moved into `select!` is stored twice in the connection's
 /// task, and an idle connection's memory is that task (the plain-TCP pump's future went from
 /// 1904 to 1368 bytes in a debug build).
-async fn drive<T, J>(
-    both: Pin<&mut J>,
-    clock: &Clock,
+#[expect(clippy::manual_async_fn, reason = "an async fn would hold its arguments twice")]
+fn drive<'a, T, J>(
+    both: Pin<&'a mut J>,
+    clock: &'a Clock,
     idle_timeout: Duration,
-    drain: &mut drain::Watch,
-) -> Result<T, Outcome>
+    drain: &'a mut drain::Watch,
+) -> impl Future<Output = Result<T, Outcome>> + 'a
 where
     J: Future<Output = io::Result<T>>,
 {
-    tokio::select! {
-        result = both => result.map_err(|error| {
-            if clock.a_direction_finished() && closed_by_peer(&error) {
-                // One direction had ended cleanly (its FIN passed on); the other then met a
-                // reset or a closed socket: how a connection ends when a client closes without
-                // reading the last bytes (a TLS close_notify, say) or a server closes both ways
-                // after its response. Nothing either side still wanted was lost.
-                tracing::debug!(%error, "reset after a half-close");
-                return Outcome::Forwarded;
-            }
-            tracing::debug!(%error, "forwarding failed");
-            Outcome::Reset
-        }),
-        () = clock.idle(idle_timeout) => Err(Outcome::IdleTimeout),
-        () = drain.closed() => Err(Outcome::Drained),
+    async move {
+        tokio::select! {
+            result = both => result.map_err(|error| {
+                if clock.a_direction_finished() && closed_by_peer(&error) {
+                    // One direction had ended cleanly (its FIN passed on); the other then met a
+                    // reset or a closed socket: how a connection ends when a client closes without
+                    // reading the last bytes (a TLS close_notify, say) or a server closes both ways
+                    // after its response. Nothing either side still wanted was lost.
+                    tracing::debug!(%error, "reset after a half-close");
+                    return Outcome::Forwarded;
+                }
+                tracing::debug!(%error, "forwarding failed");
+                Outcome::Reset
+            }),
+            () = clock.idle(idle_timeout) => Err(Outcome::IdleTimeout),
+            () = drain.closed() => Err(Outcome::Drained),
+        }
     }
 }
 
@@ -213,14 +227,17 @@ impl Clock {
     }
 
     /// Resolves once neither direction has moved a byte for `timeout`.
-    async fn idle(&self, timeout: Duration) {
-        loop {
-            let last = Duration::from_millis(self.last_activity.load(Ordering::Relaxed));
-            let deadline = self.start + last + timeout;
-            if Instant::now() >= deadline {
-                return;
+    #[expect(clippy::manual_async_fn, reason = "an async fn would hold its arguments twice")]
+    fn idle(&self, timeout: Duration) -> impl Future<Output = ()> + '_ {
+        async move {
+            loop {
+                let last = Duration::from_millis(self.last_activity.load(Ordering::Relaxed));
+                let deadline = self.start + last + timeout;
+                if Instant::now() >= deadline {
+                    return;
+                }
+                tokio::time::sleep_until(deadline).await;
             }
-            tokio::time::sleep_until(deadline).await;
         }
     }
 }
@@ -244,25 +261,33 @@ impl<'a> Half<'a> {
         self.clock.touch();
     }
 
-    async fn copy<R, W>(&self, from: &mut R, to: &mut W, max_buffer: usize) -> io::Result<()>
+    #[expect(clippy::manual_async_fn, reason = "an async fn would hold its arguments twice")]
+    fn copy<'b, R, W>(
+        &'b self,
+        from: &'b mut R,
+        to: &'b mut W,
+        max_buffer: usize,
+    ) -> impl Future<Output = io::Result<()>> + 'b
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
-        let mut buf = Buffer::new(INITIAL_BUFFER_BYTES.min(max_buffer), max_buffer);
-        loop {
-            let n = buf.read(from).await?;
-            if n == 0 {
-                // Propagate the half-close; if the peer is already gone the other direction
-                // reports the error.
-                let _ = to.shutdown().await;
-                self.clock.finish();
-                return Ok(());
+        async move {
+            let mut buf = Buffer::new(INITIAL_BUFFER_BYTES.min(max_buffer), max_buffer);
+            loop {
+                let n = buf.read(from).await?;
+                if n == 0 {
+                    // Propagate the half-close; if the peer is already gone the other
+                    // direction reports the error.
+                    let _ = to.shutdown().await;
+                    self.clock.finish();
+                    return Ok(());
+                }
+                to.write_all(buf.filled()).await?;
+                // TLS writers buffer a record; push it out now (a no-op on plain TCP).
+                to.flush().await?;
+                self.record(n);
             }
-            to.write_all(buf.filled()).await?;
-            // TLS writers buffer a record; push it out now (a no-op on plain TCP).
-            to.flush().await?;
-            self.record(n);
         }
     }
 }

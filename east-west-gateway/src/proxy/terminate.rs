@@ -52,7 +52,7 @@ pub(super) async fn forward(
     let (reason, text) = match done {
         Ok(Ok(tls)) => {
             let chain = tls::owned_chain(tls.get_ref().1.peer_certificates());
-            record.peer = Some(Peer::from_certs(&chain));
+            record.peer = Some(Box::new(Peer::from_certs(&chain)));
             let sni = record.sni.clone().unwrap_or_default();
             let Some(mut changes) = shared.tls().map(|m| m.changes()) else {
                 // A terminate route exists only with material; nothing to re-check against.
@@ -81,7 +81,7 @@ pub(super) async fn forward(
         .get_or_create(&TlsFailureLabel { reason })
         .inc();
     tracing::debug!(reason = reason.as_str(), error = %text, "peer refused");
-    record.tls_error = Some(text);
+    record.tls_error = Some(text.into_boxed_str());
     Outcome::TlsRefused
 }
 
