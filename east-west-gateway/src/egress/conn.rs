@@ -2,6 +2,7 @@
 //! handshake with the chosen gateway's SNI and trust domain (or the replayed ClientHello in
 //! passthrough), the splice, and the [`Record`] that counts and logs the connection once.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,15 +39,16 @@ struct Record {
     sent: AtomicU64,
 }
 
-pub(super) async fn handle(
+/// Opens the connection's [`Record`] and returns the connection's task: an async block rather
+/// than an `async fn`, which would hold the socket and the drain watch twice in the task.
+pub(super) fn handle(
     mut client: TcpStream,
     src: SocketAddr,
     pool: Arc<Pool>,
     shared: Arc<Shared>,
     mut drain: drain::Watch,
-) {
+) -> impl Future<Output = ()> + Send {
     let snapshot = shared.load();
-    let config = &snapshot.config;
     let metrics = shared.metrics.clone();
     metrics.egress_opened.get_or_create(&pool.label).inc();
     let mut record = Record {
@@ -70,20 +72,46 @@ pub(super) async fn handle(
         received: AtomicU64::new(0),
         sent: AtomicU64::new(0),
     };
+    async move {
+        let outcome = serve(&mut client, &pool, &shared, &mut record, &mut drain).await;
+        record.close(outcome);
+        // The access-log line is written before the client's socket closes: whoever sees the
+        // close can already find the line (as when the record was a local of an `async fn`,
+        // whose arguments drop last).
+        drop(record);
+    }
+}
+
+/// Connects to a remote gateway and forwards; returns how the connection ended.
+async fn serve(
+    client: &mut TcpStream,
+    pool: &Pool,
+    shared: &Shared,
+    record: &mut Record,
+    drain: &mut drain::Watch,
+) -> Outcome {
+    let snapshot = record.snapshot.clone();
+    let config = &snapshot.config;
+    let metrics = &shared.metrics;
     let connected = match pool.config.mode {
         EgressMode::Mtls => {
             // One slot for the whole setup, failover included; it is taken before the TCP
             // connect so the remote gateway's hello deadline never runs while we queue.
-            let slot = shared.handshakes.admit(Side::Egress, &metrics).await;
-            let tls = pool.connect_mtls(config, &mut record).await;
+            let slot = shared.handshakes.admit(Side::Egress, metrics).await;
+            let tls = pool.connect_mtls(config, record).await;
             drop(slot);
-            tls.map(|tls| Upstream::Tls(Box::new(tls)))
+            // Split at once: the stream's TLS state (over 1.2 KB) then lives once, on the heap,
+            // not also in this task or in a box kept until the connection ends.
+            tls.map(|tls| {
+                let chain = tls::owned_chain(tls.get_ref().1.peer_certificates());
+                Upstream::Tls(tokio::io::split(tls), chain)
+            })
         }
-        EgressMode::Passthrough => match conn::detect(&mut client, &config.ingress).await {
+        EgressMode::Passthrough => match conn::detect(client, &config.ingress).await {
             Err(outcome) => Err(outcome),
             Ok((hello, parsed)) => {
                 record.sni = parsed.server_name;
-                pool.connect_tcp(config, &mut record)
+                pool.connect_tcp(config, record)
                     .await
                     .map(|tcp| Upstream::Plain(tcp, hello))
             }
@@ -91,10 +119,7 @@ pub(super) async fn handle(
     };
     let upstream = match connected {
         Ok(upstream) => upstream,
-        Err(outcome) => {
-            record.outcome = outcome;
-            return;
-        }
+        Err(outcome) => return outcome,
     };
     let received = metrics
         .egress_received_bytes
@@ -109,11 +134,9 @@ pub(super) async fn handle(
         counter: &sent,
     };
     let limits = splice::Limits::of(&config.upstream);
-    record.outcome = match upstream {
-        Upstream::Tls(tls) => {
-            let chain = tls::owned_chain(tls.get_ref().1.peer_certificates());
-            let (client, remote) = (client.split(), tokio::io::split(*tls));
-            let pump = splice::pump(client, remote, up, down, limits, &mut drain);
+    match upstream {
+        Upstream::Tls(remote, chain) => {
+            let pump = splice::pump(client.split(), remote, up, down, limits, drain);
             match shared.tls() {
                 None => pump.await,
                 // A remote gateway whose trust domain left our bundle map (an unlinked peer)
@@ -144,16 +167,22 @@ pub(super) async fn handle(
                 drop(hello);
                 up.total.fetch_add(n, Ordering::Relaxed);
                 up.counter.inc_by(n);
-                splice::pump_tcp(&mut client, &mut tcp, up, down, limits, &mut drain).await
+                splice::pump_tcp(client, &mut tcp, up, down, limits, drain).await
             }
         }
-    };
+    }
 }
 
 /// The connection toward the remote gateway.
 enum Upstream {
-    /// mTLS egress.
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// mTLS egress, split for the pump, with the remote gateway's verified chain.
+    Tls(
+        (
+            tokio::io::ReadHalf<tokio_rustls::client::TlsStream<TcpStream>>,
+            tokio::io::WriteHalf<tokio_rustls::client::TlsStream<TcpStream>>,
+        ),
+        Vec<rustls_pki_types::CertificateDer<'static>>,
+    ),
     /// Passthrough egress, with the client's buffered ClientHello still to send.
     Plain(TcpStream, Vec<u8>),
 }
@@ -269,6 +298,13 @@ impl Pool {
             })
             .inc();
         self.gateways.report_failure(index, Instant::now(), metrics);
+    }
+}
+
+impl Record {
+    /// How the connection ended (reported when the record drops).
+    fn close(&mut self, outcome: Outcome) {
+        self.outcome = outcome;
     }
 }
 

@@ -61,6 +61,10 @@ pub(super) fn handle(
     async move {
         let outcome = serve(&mut client, &mut record, &mut drain).await;
         record.close(outcome);
+        // The access-log line is written before the client's socket closes: whoever sees the
+        // close can already find the line (as when the record was a local of an `async fn`,
+        // whose arguments drop last).
+        drop(record);
     }
 }
 

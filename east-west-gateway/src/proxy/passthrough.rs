@@ -17,7 +17,10 @@ use crate::drain;
 use crate::metrics::{Metrics, RouteLabel};
 
 /// An async block rather than an `async fn`, so the task does not hold every argument twice.
-#[expect(clippy::manual_async_fn, reason = "an async fn would hold its arguments twice")]
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn stores its arguments twice"
+)]
 pub(super) fn forward<'a>(
     client: &'a mut TcpStream,
     hello: Vec<u8>,

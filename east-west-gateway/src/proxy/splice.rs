@@ -93,7 +93,10 @@ impl Limits {
 /// The pumps and their parts are functions returning async blocks rather than `async fn`s: an
 /// `async fn` moves its arguments into locals, so a connection's task would hold each of them
 /// twice, and an idle connection's memory is that task.
-#[expect(clippy::manual_async_fn, reason = "an async fn would hold its arguments twice")]
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn stores its arguments twice"
+)]
 pub(crate) fn pump_tcp<'a>(
     client: &'a mut TcpStream,
     upstream: &'a mut TcpStream,
@@ -117,7 +120,10 @@ pub(crate) fn pump_tcp<'a>(
 
 /// Copies `client` ⇄ `upstream` (each a read half and a write half) until done; `up` counts
 /// client → upstream bytes.
-#[expect(clippy::manual_async_fn, reason = "an async fn would hold its arguments twice")]
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn stores its arguments twice"
+)]
 pub(crate) fn pump<'a, CR, CW, UR, UW>(
     mut client: (CR, CW),
     mut upstream: (UR, UW),
@@ -157,7 +163,10 @@ where
 /// a future passed by value and then moved into `select!` is stored twice in the connection's
 /// task, and an idle connection's memory is that task (the plain-TCP pump's future went from
 /// 1904 to 1368 bytes in a debug build).
-#[expect(clippy::manual_async_fn, reason = "an async fn would hold its arguments twice")]
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn stores its arguments twice"
+)]
 fn drive<'a, T, J>(
     both: Pin<&'a mut J>,
     clock: &'a Clock,
@@ -227,7 +236,10 @@ impl Clock {
     }
 
     /// Resolves once neither direction has moved a byte for `timeout`.
-    #[expect(clippy::manual_async_fn, reason = "an async fn would hold its arguments twice")]
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn stores its arguments twice"
+    )]
     fn idle(&self, timeout: Duration) -> impl Future<Output = ()> + '_ {
         async move {
             loop {
@@ -261,7 +273,10 @@ impl<'a> Half<'a> {
         self.clock.touch();
     }
 
-    #[expect(clippy::manual_async_fn, reason = "an async fn would hold its arguments twice")]
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn stores its arguments twice"
+    )]
     fn copy<'b, R, W>(
         &'b self,
         from: &'b mut R,

@@ -41,17 +41,15 @@ pub(super) async fn forward(
     // The ClientHello is in (detection has its own deadline); the handshake waits for a slot,
     // then gets the hello's allowance from the moment the slot is granted.
     let slot = shared.handshakes.admit(Side::Ingress, metrics).await;
-    let acceptor = tokio_rustls::TlsAcceptor::from(server_config);
-    let handshake = acceptor.accept(Prefixed {
+    let prefixed = Prefixed {
         prefix: hello,
         read: 0,
         inner: client,
-    });
-    let done = tokio::time::timeout(config.ingress.hello_timeout, handshake).await;
+    };
+    let done = accept(server_config, prefixed, config.ingress.hello_timeout).await;
     drop(slot);
     let (reason, text) = match done {
-        Ok(Ok(tls)) => {
-            let chain = tls::owned_chain(tls.get_ref().1.peer_certificates());
+        Ok((tls, chain)) => {
             record.peer = Some(Box::new(Peer::from_certs(&chain)));
             let sni = record.sni.clone().unwrap_or_default();
             let Some(mut changes) = shared.tls().map(|m| m.changes()) else {
@@ -70,11 +68,7 @@ pub(super) async fn forward(
                 }
             }
         }
-        Ok(Err(error)) => (
-            FailureReason::of(&error),
-            trust_bundle::tls::explain_io(&error),
-        ),
-        Err(_elapsed) => (FailureReason::Other, "handshake timed out".to_owned()),
+        Err(refused) => refused,
     };
     metrics
         .tls_handshake_failures
@@ -101,8 +95,42 @@ fn still_allowed(shared: &Shared, sni: &str, chain: &[CertificateDer<'_>]) -> Re
     }
 }
 
+/// A TLS stream split into its halves for the pump.
+type Halves<S> = (
+    tokio::io::ReadHalf<tokio_rustls::server::TlsStream<S>>,
+    tokio::io::WriteHalf<tokio_rustls::server::TlsStream<S>>,
+);
+
+/// Completes the handshake within `timeout`; returns the stream split and the peer's chain, or
+/// why the peer was refused.
+///
+/// The stream's TLS state (over 1.2 KB) is split right here, so it lives once, on the heap,
+/// rather than in a connection's task as well (it sat there three times over: the timeout's
+/// result, the stream taken from it, and the pump's argument).
+async fn accept<S>(
+    server_config: Arc<rustls::ServerConfig>,
+    stream: S,
+    timeout: std::time::Duration,
+) -> Result<(Halves<S>, Vec<CertificateDer<'static>>), (FailureReason, String)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let acceptor = tokio_rustls::TlsAcceptor::from(server_config);
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => {
+            let chain = tls::owned_chain(tls.get_ref().1.peer_certificates());
+            Ok((tokio::io::split(tls), chain))
+        }
+        Ok(Err(error)) => Err((
+            FailureReason::of(&error),
+            trust_bundle::tls::explain_io(&error),
+        )),
+        Err(_elapsed) => Err((FailureReason::Other, "handshake timed out".to_owned())),
+    }
+}
+
 async fn proxy<S>(
-    tls: tokio_rustls::server::TlsStream<S>,
+    tls: Halves<S>,
     route: &RouteState,
     config: &config::Config,
     metrics: &Metrics,
@@ -123,7 +151,7 @@ where
     let received = metrics.received_bytes.get_or_create_owned(&label);
     let sent = metrics.sent_bytes.get_or_create_owned(&label);
     splice::pump(
-        tokio::io::split(tls),
+        tls,
         upstream.split(),
         Tally {
             total: &record.received,
