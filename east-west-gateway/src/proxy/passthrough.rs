@@ -9,6 +9,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use prometheus_client::metrics::counter::Counter;
+
+use super::balance::Active;
 use super::conn::Record;
 use super::splice::{self, Tally};
 use super::{Outcome, RouteState};
@@ -31,42 +34,64 @@ pub(super) fn forward<'a>(
     drain: &'a mut drain::Watch,
 ) -> impl Future<Output = Outcome> + Send + 'a {
     async move {
-        let label = Metrics::route(Some(route.name.as_str()));
-        let Some((mut upstream, index)) = connect(route, upstream_config, metrics, &label).await
+        let Some((mut upstream, counted)) = open(route, upstream_config, metrics, record).await
         else {
             return Outcome::UpstreamConnect;
         };
-        record.dst = route.balancer.address(index);
-        let _active = route.balancer.acquire(index);
-        let received = metrics.received_bytes.get_or_create_owned(&label);
-        let sent = metrics.sent_bytes.get_or_create_owned(&label);
-        // Not kept while the connection lasts.
-        drop(label);
-
         if upstream.write_all(&hello).await.is_err() {
             return Outcome::Reset;
         }
         let hello_len = u64::try_from(hello.len()).unwrap_or(u64::MAX);
         // Freed now rather than when the connection ends: an idle connection would keep it.
         drop(hello);
-        record.received.fetch_add(hello_len, Ordering::Relaxed);
-        received.inc_by(hello_len);
-        splice::pump_tcp(
-            client,
-            &mut upstream,
-            Tally {
-                total: &record.received,
-                counter: &received,
-            },
-            Tally {
-                total: &record.sent,
-                counter: &sent,
-            },
-            splice::Limits::of(upstream_config),
-            drain,
-        )
-        .await
+        let (up, down) = counted.tallies(record);
+        up.total.fetch_add(hello_len, Ordering::Relaxed);
+        up.counter.inc_by(hello_len);
+        let limits = splice::Limits::of(upstream_config);
+        splice::pump_tcp(client, &mut upstream, up, down, limits, drain).await
     }
+}
+
+/// What an open endpoint connection holds besides its socket: its slot in the endpoint's
+/// active count and the route's byte counters.
+pub(super) struct Counted<'r> {
+    _active: Option<Active<'r>>,
+    received: Counter,
+    sent: Counter,
+}
+
+impl Counted<'_> {
+    /// Where each direction's bytes are counted: client → endpoint, then endpoint → client.
+    pub(super) fn tallies<'a>(&'a self, record: &'a Record) -> (Tally<'a>, Tally<'a>) {
+        let up = Tally {
+            total: &record.received,
+            counter: &self.received,
+        };
+        let down = Tally {
+            total: &record.sent,
+            counter: &self.sent,
+        };
+        (up, down)
+    }
+}
+
+/// Connects to one of the route's endpoints ([`connect`]) and records which one.
+pub(super) async fn open<'r>(
+    route: &'r RouteState,
+    upstream: &config::Upstream,
+    metrics: &Metrics,
+    record: &mut Record,
+) -> Option<(TcpStream, Counted<'r>)> {
+    // Not kept while the connection lasts: the counters are taken here.
+    let label = Metrics::route(Some(route.name.as_str()));
+    let (stream, index) = connect(route, upstream, metrics, &label).await?;
+    record.dst = route.balancer.address(index);
+    let counted = Counted {
+        _active: route.balancer.acquire(index),
+        received: metrics.received_bytes.get_or_create_owned(&label),
+        sent: metrics.sent_bytes.get_or_create_owned(&label),
+    };
+    Some((stream, counted))
 }
 
 /// Tries up to `connect_attempts` distinct endpoints. Nothing has been written upstream yet, so

@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::conn::Record;
-use super::splice::{self, Tally};
+use super::splice;
 use super::{Outcome, RouteState, Shared, passthrough};
 use crate::config;
 use crate::drain;
@@ -140,31 +140,14 @@ async fn proxy<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let label = Metrics::route(Some(route.name.as_str()));
-    let Some((mut upstream, index)) =
-        passthrough::connect(route, &config.upstream, metrics, &label).await
+    let Some((mut upstream, counted)) =
+        passthrough::open(route, &config.upstream, metrics, record).await
     else {
         return Outcome::UpstreamConnect;
     };
-    record.dst = route.balancer.address(index);
-    let _active = route.balancer.acquire(index);
-    let received = metrics.received_bytes.get_or_create_owned(&label);
-    let sent = metrics.sent_bytes.get_or_create_owned(&label);
-    splice::pump(
-        tls,
-        upstream.split(),
-        Tally {
-            total: &record.received,
-            counter: &received,
-        },
-        Tally {
-            total: &record.sent,
-            counter: &sent,
-        },
-        splice::Limits::of(&config.upstream),
-        drain,
-    )
-    .await
+    let (up, down) = counted.tallies(record);
+    let limits = splice::Limits::of(&config.upstream);
+    splice::pump(tls, upstream.split(), up, down, limits, drain).await
 }
 
 /// A stream that first yields bytes already read from it (the peeked ClientHello).
