@@ -78,17 +78,14 @@ fn gateway_configs(c: &multicloud::cluster::Cluster) -> usize {
 
 /// Polls `ok` every 20 ms until it holds or `bound` passes; how long it took.
 fn wait_until(what: &str, bound: Duration, mut ok: impl FnMut() -> bool) -> Result<Duration> {
-    let start = Instant::now();
-    while !ok() {
-        if start.elapsed() > bound {
-            return Err(Error::Timeout {
-                what: what.to_owned(),
-                logs: String::new(),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let every = Duration::from_millis(20);
+    match multicloud::poll(bound, every, || Ok::<_, Error>(ok().then_some(())))? {
+        Some(((), took)) => Ok(took),
+        None => Err(Error::Timeout {
+            what: what.to_owned(),
+            logs: String::new(),
+        }),
     }
-    Ok(start.elapsed())
 }
 
 #[test]

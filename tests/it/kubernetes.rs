@@ -160,17 +160,18 @@ fn wait_until<T: std::fmt::Debug>(
     mut get: impl FnMut() -> T,
     ok: impl Fn(&T) -> bool,
 ) -> T {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
+    let mut last = None;
+    let Ok(found) = multicloud::poll(PATIENCE, Duration::from_millis(50), || {
         let value = get();
         if ok(&value) {
-            return value;
+            return Ok::<_, std::convert::Infallible>(Some(value));
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {PATIENCE:?} waiting for {what}; last seen: {value:#?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
+        last = Some(value);
+        Ok(None)
+    });
+    match found {
+        Some((value, _)) => value,
+        None => panic!("timed out after {PATIENCE:?} waiting for {what}; last seen: {last:#?}"),
     }
 }
 

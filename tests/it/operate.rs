@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use multicloud::cluster::{Cluster, ECHO, Options};
 use multicloud::echo::call;
@@ -64,16 +64,10 @@ fn run(mut cmd: Command) -> (i32, String, String) {
 }
 
 /// Polls `f` until it returns `Some` (bounded by `PATIENCE`).
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Result<Option<T>>) -> Result<T> {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(v) = f()? {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            panic!("timed out after {PATIENCE:?} waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
+fn eventually<T>(what: &str, f: impl FnMut() -> Result<Option<T>>) -> Result<T> {
+    match multicloud::poll(PATIENCE, Duration::from_millis(100), f)? {
+        Some((value, _)) => Ok(value),
+        None => panic!("timed out after {PATIENCE:?} waiting for {what}"),
     }
 }
 

@@ -9,7 +9,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -693,16 +693,14 @@ impl Cluster {
     }
 
     fn poll(&self, what: &str, mut ok: impl FnMut() -> Result<bool>) -> Result<()> {
-        let deadline = Instant::now() + PATIENCE;
-        while !ok()? {
-            if Instant::now() > deadline {
-                return Err(Error::Timeout {
-                    what: format!("{}: {what}", self.name),
-                    logs: format!("\n{}\n{}", self.controller.logs(), self.gateway.logs()),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        match crate::poll(PATIENCE, Duration::from_millis(50), || {
+            Ok(ok()?.then_some(()))
+        })? {
+            Some(_) => Ok(()),
+            None => Err(Error::Timeout {
+                what: format!("{}: {what}", self.name),
+                logs: format!("\n{}\n{}", self.controller.logs(), self.gateway.logs()),
+            }),
         }
-        Ok(())
     }
 }

@@ -41,6 +41,26 @@ pub use crate::shell::{bin, bin_dir, run_err, run_ok};
 /// Upper bound for anything we wait on; generous because CI shares 2 cores.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
+/// Calls `attempt` every `every` until it yields `Some`, giving up once `bound` has passed:
+/// the value and how long it took, `None` on timeout, or the first error `attempt` returns.
+/// Every polling wait of the topology and of the end-to-end tests goes through here.
+pub fn poll<T, E>(
+    bound: Duration,
+    every: Duration,
+    mut attempt: impl FnMut() -> std::result::Result<Option<T>, E>,
+) -> std::result::Result<Option<(T, Duration)>, E> {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(value) = attempt()? {
+            return Ok(Some((value, start.elapsed())));
+        }
+        if start.elapsed() > bound {
+            return Ok(None);
+        }
+        std::thread::sleep(every);
+    }
+}
+
 /// Why something in the topology did not happen. Messages carry the command or process and,
 /// for processes, the tail of their logs, so a failure can be diagnosed from the message alone.
 #[derive(thiserror::Error)]
