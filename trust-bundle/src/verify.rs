@@ -7,8 +7,9 @@
 //! how much.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::sync::{Mutex, PoisonError};
 
 use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
 use webpki::{EndEntityCert, KeyUsage};
@@ -123,6 +124,8 @@ pub enum VerifyError {
 #[derive(Debug, Default)]
 pub struct TrustStore {
     domains: BTreeMap<TrustDomain, Anchors>,
+    /// Chains this store has accepted; it dies with the store, so a bundle change starts empty.
+    memo: Memo,
 }
 
 #[derive(Debug)]
@@ -160,7 +163,10 @@ impl TrustStore {
                 },
             );
         }
-        Ok(Self { domains })
+        Ok(Self {
+            domains,
+            memo: Memo::default(),
+        })
     }
 
     pub fn trust_domains(&self) -> impl Iterator<Item = &TrustDomain> {
@@ -169,12 +175,40 @@ impl TrustStore {
 
     /// Verifies `chain` (leaf first, then intermediates) at `now` and returns the peer's
     /// identity.
+    ///
+    /// A chain this store accepted before is not path-validated again while `now` lies where
+    /// every certificate of it and its root are valid: the answer is a function of the chain,
+    /// the store, the usage and the time alone, and the signatures are what a handshake with a
+    /// returning peer would otherwise check again. Refusals are never remembered.
     pub fn verify(
         &self,
         chain: &[CertificateDer<'_>],
         now: UnixTime,
         usage: Usage,
     ) -> Result<PeerIdentity, VerifyError> {
+        let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        let key = Memo::key(chain, usage);
+        if let Some(peer) = self.memo.get(&key, now_secs) {
+            return Ok(peer);
+        }
+        let (peer, valid) = self.verify_path(chain, now, usage)?;
+        self.memo.insert(key, &peer, valid);
+        Ok(peer)
+    }
+
+    /// How many accepted chains are remembered.
+    pub fn remembered(&self) -> usize {
+        self.memo.len()
+    }
+
+    /// The full verification; with the identity, the span of Unix seconds in which every
+    /// certificate of the chain and the root it ended at are valid.
+    fn verify_path(
+        &self,
+        chain: &[CertificateDer<'_>],
+        now: UnixTime,
+        usage: Usage,
+    ) -> Result<(PeerIdentity, (i64, i64)), VerifyError> {
         let (leaf_der, intermediates) = chain.split_first().ok_or(VerifyError::EmptyChain)?;
         let parsed: Vec<ParsedCert> = chain
             .iter()
@@ -259,6 +293,12 @@ impl TrustStore {
             .zip(&domain.roots)
             .find(|(a, _)| a.subject_public_key_info.as_ref() == anchor_spki)
             .map(|(_, r)| r);
+        let valid_from = parsed
+            .iter()
+            .map(|c| c.not_before)
+            .max()
+            .unwrap_or(i64::MAX);
+        let mut valid_until = parsed.iter().map(|c| c.not_after).min().unwrap_or(i64::MIN);
         let root_fingerprint = match root {
             Some(root) => {
                 if root.not_after < now_secs {
@@ -268,6 +308,7 @@ impl TrustStore {
                         ago: human_secs(now_secs - root.not_after),
                     });
                 }
+                valid_until = valid_until.min(root.not_after);
                 root.fingerprint()
             }
             None => String::new(),
@@ -281,12 +322,13 @@ impl TrustStore {
                     .find(|p| p.der.as_ref() == issuer.der().as_ref())
             })
             .and_then(|p| p.locality.clone());
-        Ok(PeerIdentity {
+        let peer = PeerIdentity {
             spiffe_id,
             cluster,
             not_after: leaf.not_after,
             root_fingerprint,
-        })
+        };
+        Ok((peer, (valid_from, valid_until)))
     }
 
     fn known(&self) -> String {
@@ -438,6 +480,66 @@ impl fmt::Display for Usage {
             Usage::Server => "server",
             Usage::Client => "client",
         })
+    }
+}
+
+/// Chains a [`TrustStore`] accepted, by a digest of the usage and the chain's bytes.
+#[derive(Default)]
+struct Memo {
+    accepted: Mutex<HashMap<[u8; 32], Accepted>>,
+}
+
+struct Accepted {
+    peer: PeerIdentity,
+    /// Unix seconds, inclusive at both ends, as [`check_validity`] and webpki compare.
+    valid: (i64, i64),
+}
+
+impl Memo {
+    /// Peers are gateways and controllers of linked clusters, a chain each per rotation; past
+    /// this the memo starts over rather than track use.
+    const CAPACITY: usize = 256;
+
+    fn key(chain: &[CertificateDer<'_>], usage: Usage) -> [u8; 32] {
+        use sha2::Digest;
+        let mut digest = sha2::Sha256::new();
+        digest.update([usage as u8]);
+        for cert in chain {
+            // Length-prefixed, so no two different chains feed the same bytes.
+            digest.update((cert.len() as u64).to_be_bytes());
+            digest.update(cert.as_ref());
+        }
+        digest.finalize().into()
+    }
+
+    fn get(&self, key: &[u8; 32], now: i64) -> Option<PeerIdentity> {
+        let accepted = self.accepted.lock().unwrap_or_else(PoisonError::into_inner);
+        let hit = accepted.get(key)?;
+        (hit.valid.0 <= now && now <= hit.valid.1).then(|| hit.peer.clone())
+    }
+
+    fn insert(&self, key: [u8; 32], peer: &PeerIdentity, valid: (i64, i64)) {
+        let mut accepted = self.accepted.lock().unwrap_or_else(PoisonError::into_inner);
+        if accepted.len() >= Self::CAPACITY && !accepted.contains_key(&key) {
+            accepted.clear();
+        }
+        let peer = peer.clone();
+        accepted.insert(key, Accepted { peer, valid });
+    }
+
+    fn len(&self) -> usize {
+        self.accepted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+}
+
+impl fmt::Debug for Memo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Memo")
+            .field("accepted", &self.len())
+            .finish()
     }
 }
 

@@ -193,3 +193,96 @@ fn human_durations() {
     assert_eq!(human_secs(3 * 86_400 + 4 * 3600 + 5), "3d 4h");
     assert_eq!(human_secs(-125), "2m 5s");
 }
+
+#[test]
+fn an_accepted_chain_is_remembered_only_while_every_certificate_of_it_is_valid() {
+    let root = root("mesh.example");
+    let l = leaf(&intermediate(&root, "aws", None), "spiffe://mesh.example/x");
+    let store = TrustStore::new(&bundle_map(&[("mesh.example", &root)])).unwrap();
+    let first = store.verify(&l.chain, at(now()), Usage::Client).unwrap();
+    assert_eq!(store.remembered(), 1);
+    assert_eq!(
+        store.verify(&l.chain, at(now()), Usage::Client).unwrap(),
+        first
+    );
+    assert_eq!(
+        store.remembered(),
+        1,
+        "a returning chain is not added twice"
+    );
+    // Outside the span the chain is verified afresh, with the precise refusal.
+    let later = now() + time::Duration::days(2);
+    assert!(matches!(
+        store.verify(&l.chain, at(later), Usage::Client),
+        Err(VerifyError::Expired { role: "leaf", .. })
+    ));
+    let earlier = now() - time::Duration::hours(1);
+    assert!(matches!(
+        store.verify(&l.chain, at(earlier), Usage::Client),
+        Err(VerifyError::NotYetValid { role: "leaf", .. })
+    ));
+    // The other usage is its own entry.
+    store.verify(&l.chain, at(now()), Usage::Server).unwrap();
+    assert_eq!(store.remembered(), 2);
+}
+
+#[test]
+fn a_remembered_chain_is_refused_once_its_root_expires() {
+    let root = root("mesh.example");
+    let l = leaf(&intermediate(&root, "aws", None), "spiffe://mesh.example/x");
+    // The bundle's certificate for the root key expires in an hour; the leaf lives a day.
+    let short = root.reissue_root(
+        now() - time::Duration::days(1),
+        now() + time::Duration::hours(1),
+    );
+    let mut map = BundleMap::new();
+    map.insert(
+        TrustDomain::parse("mesh.example").unwrap(),
+        crate::bundle::X509Bundle::new([short]).unwrap(),
+    );
+    let store = TrustStore::new(&map).unwrap();
+    store.verify(&l.chain, at(now()), Usage::Client).unwrap();
+    assert_eq!(store.remembered(), 1);
+    assert!(matches!(
+        store.verify(
+            &l.chain,
+            at(now() + time::Duration::hours(2)),
+            Usage::Client
+        ),
+        Err(VerifyError::RootExpired { .. })
+    ));
+}
+
+#[test]
+fn refusals_are_not_remembered_and_a_new_store_starts_empty() {
+    let root = root("mesh.example");
+    let other = self::root("other.example");
+    let l = leaf(&intermediate(&root, "aws", None), "spiffe://mesh.example/x");
+    let stranger = leaf(
+        &intermediate(&other, "gcp", None),
+        "spiffe://other.example/x",
+    );
+    let store = TrustStore::new(&bundle_map(&[("mesh.example", &root)])).unwrap();
+    store
+        .verify(&stranger.chain, at(now()), Usage::Client)
+        .unwrap_err();
+    assert_eq!(store.remembered(), 0);
+    store.verify(&l.chain, at(now()), Usage::Client).unwrap();
+    // A bundle change compiles a new store: what the old one accepted counts for nothing.
+    let rotated = TrustStore::new(&bundle_map(&[("mesh.example", &other)])).unwrap();
+    assert_eq!(rotated.remembered(), 0);
+    assert!(rotated.verify(&l.chain, at(now()), Usage::Client).is_err());
+}
+
+#[test]
+fn the_memory_is_bounded() {
+    let root = root("mesh.example");
+    let aws = intermediate(&root, "aws", None);
+    let store = TrustStore::new(&bundle_map(&[("mesh.example", &root)])).unwrap();
+    for i in 0..=Memo::CAPACITY {
+        let l = leaf(&aws, &format!("spiffe://mesh.example/w{i}"));
+        store.verify(&l.chain, at(now()), Usage::Client).unwrap();
+        assert!(store.remembered() <= Memo::CAPACITY);
+    }
+    assert_eq!(store.remembered(), 1, "full, it starts over");
+}

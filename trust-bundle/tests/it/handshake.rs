@@ -43,13 +43,14 @@ pub(crate) async fn handshake(
         let peer = tls::peer_spiffe_id(tls.get_ref().1.peer_certificates().unwrap_or_default())
             .map(|id| id.to_string())
             .unwrap_or_default();
+        let suite = tls.get_ref().1.negotiated_cipher_suite().map(|s| s.suite());
         let mut buf = [0u8; 4];
         tls.read_exact(&mut buf)
             .await
             .map_err(|e| format!("server read: {e}"))?;
         tls.write_all(b"pong").await.map_err(|e| e.to_string())?;
         tls.shutdown().await.ok();
-        Ok::<_, String>(peer)
+        Ok::<_, String>((peer, suite))
     });
     let connector = TlsConnector::from(Arc::new(client_cfg));
     let client_result = async {
@@ -76,7 +77,11 @@ pub(crate) async fn handshake(
         .unwrap();
     // Whichever side refused has the precise reason; the other sees only the alert.
     match (server_result, client_result) {
-        (Ok(peer), Ok(())) => Ok(peer),
+        (Ok((peer, suite)), Ok(())) => {
+            // Both ends prefer it (`tls::provider`): SHA-256 runs on CPU instructions.
+            assert_eq!(suite, Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256));
+            Ok(peer)
+        }
         (Err(s), Err(c)) => Err(format!("{s} | {c}")),
         (Err(e), _) | (_, Err(e)) => Err(e),
     }
