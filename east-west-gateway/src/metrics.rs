@@ -151,6 +151,8 @@ pub struct Metrics {
     pub controller_configs: Family<ResultLabel, Counter>,
     /// Ingress mTLS handshakes that failed, by reason.
     pub tls_handshake_failures: Family<TlsFailureLabel, Counter>,
+    /// mTLS handshakes that resumed a session, by side.
+    pub tls_sessions_resumed: Family<SideLabel, Counter>,
     /// TLS material loads (startup and reloads), by result.
     pub tls_reloads: Family<ResultLabel, Counter>,
     /// Egress: connections accepted per listener.
@@ -345,6 +347,7 @@ impl Metrics {
             controller_config_version: Gauge::default(),
             controller_configs: Family::default(),
             tls_handshake_failures: Family::default(),
+            tls_sessions_resumed: Family::default(),
             tls_reloads: Family::default(),
             egress_opened: Family::default(),
             egress_closed: Family::default(),
@@ -463,6 +466,12 @@ impl Metrics {
             "tls_handshake_failures",
             "Ingress mTLS handshakes that failed, by reason",
             self.tls_handshake_failures.clone(),
+        );
+        g.register(
+            "tls_sessions_resumed",
+            "mTLS handshakes that resumed a session (no certificate signed or verified; the \
+             session's chain checked again), by side",
+            self.tls_sessions_resumed.clone(),
         );
         g.register(
             "tls_handshakes_in_progress",

@@ -63,6 +63,14 @@ pub struct Material {
     revision: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
+/// Sessions a terminate route keeps for resumption: a linked gateway resumes with one of the
+/// tickets it received last, so this covers a few hundred concurrent new connections while
+/// bounding the memory (about 1.5 KB a session, the peer's chain included).
+const SESSIONS_PER_ROUTE: usize = 256;
+
+/// Server names an egress configuration keeps tickets for (rustls keeps up to 8 per name).
+const REMOTE_GATEWAYS: usize = 64;
+
 /// Why a handshake failed: the bounded `reason` label of `tls_handshake_failures_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FailureReason {
@@ -76,6 +84,8 @@ pub enum FailureReason {
     NotAuthorized,
     /// The issuing intermediate is bound to another trust domain.
     Binding,
+    /// A resumed session whose peer, checked again, is no longer let in.
+    Resumed,
     /// Anything else: protocol errors, timeouts, resets.
     Other,
 }
@@ -89,6 +99,7 @@ impl FailureReason {
             Self::Expired => "expired",
             Self::NotAuthorized => "not_authorized",
             Self::Binding => "binding",
+            Self::Resumed => "resumed_refused",
             Self::Other => "other",
         }
     }
@@ -211,8 +222,9 @@ impl Material {
 
     /// Whether a peer chain verified at handshake still verifies against the bundle map in
     /// force: a trust domain removed (an unlinked peer) or a root rotated out ends its
-    /// connections. Session resumption cannot skip this check: our server configs issue no
-    /// tickets and keep no session cache, so every connection is a full handshake.
+    /// connections. A resumed handshake, which verified no certificate, is let through only
+    /// after this check of the chain its session recorded (the store remembers chains it
+    /// accepted, so the check costs no signature).
     pub(crate) fn still_trusted(
         &self,
         chain: &[CertificateDer<'_>],
@@ -239,29 +251,35 @@ impl Material {
     }
 
     /// The ingress configuration for a terminate route: peers must verify and pass `auth`.
+    /// Sessions resume while the bundle map stays the same, and are gone with the route's
+    /// configuration; a resumed peer is checked again before any byte is forwarded.
     pub fn server_config(
         &self,
         auth: &config::Authorization,
     ) -> Result<Arc<rustls::ServerConfig>, Error> {
-        let config = trust_bundle::tls::server_config(
+        let config = trust_bundle::tls::server_config_resuming(
             self.identity.clone(),
             self.trust.clone(),
             authorizer(auth),
+            SESSIONS_PER_ROUTE,
         )?;
         Ok(Arc::new(config))
     }
 
     /// The egress configuration: the remote gateway must verify and be in `trust_domain`.
+    /// Sessions resume as on ingress (a ticket belongs to the configuration and the server
+    /// name it was issued for); a resumed remote gateway is checked again.
     pub fn client_config(&self, trust_domain: &str) -> Result<Arc<rustls::ClientConfig>, Error> {
         let authorizer = match TrustDomain::parse(trust_domain) {
             Ok(td) => Authorizer::trust_domains([td]),
             // Config validation checks the syntax; a stricter parser refusing it allows nobody.
             Err(_) => Authorizer::from_fn(|_| Err("invalid expected trust domain".to_owned())),
         };
-        let config = trust_bundle::tls::client_config(
+        let config = trust_bundle::tls::client_config_resuming(
             self.identity.clone(),
             self.trust.clone(),
             authorizer,
+            REMOTE_GATEWAYS,
         )?;
         Ok(Arc::new(config))
     }

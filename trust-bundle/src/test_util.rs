@@ -35,16 +35,33 @@ pub fn intermediate(root: &Authority, cluster: &str, td: Option<&str>) -> Author
     .expect("intermediate")
 }
 
-/// A leaf for `id` issued by `ca`.
+/// A leaf for `id` issued by `ca`, valid for a day.
 pub fn leaf(ca: &Authority, id: &str) -> Credential {
+    leaf_issued(
+        ca,
+        id,
+        OffsetDateTime::now_utc(),
+        Duration::from_secs(86_400),
+    )
+}
+
+/// A leaf for `id` issued by `ca` that expires `left` from now (at most ten seconds, the
+/// shortest validity issued: it is issued in the past).
+pub fn leaf_expiring_in(ca: &Authority, id: &str, left: Duration) -> Credential {
+    let validity = Duration::from_secs(10);
+    let issued = OffsetDateTime::now_utc() + left - validity;
+    leaf_issued(ca, id, issued, validity)
+}
+
+fn leaf_issued(ca: &Authority, id: &str, now: OffsetDateTime, validity: Duration) -> Credential {
     ca.issue_leaf(
         &LeafParams {
             spiffe_id: SpiffeId::parse(id).expect("valid id"),
             dns_names: vec![],
-            validity: Duration::from_secs(86_400),
+            validity,
             algorithm: KeyAlgorithm::EcdsaP256,
         },
-        OffsetDateTime::now_utc(),
+        now,
     )
     .expect("leaf")
 }

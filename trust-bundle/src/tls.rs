@@ -1,10 +1,13 @@
 //! rustls integration: client and server certificate verifiers built on [`TrustStore`], an
 //! authorizer callback on the verified SPIFFE identity, hot-swappable trust and identity, and
-//! configuration builders with TLS session resumption turned off.
+//! configuration builders with TLS session resumption turned off, or scoped to the trust store.
 //!
-//! Resumption is off because a resumed session skips certificate verification: a peer whose
-//! trust domain was removed from the bundle map, or whose SPIFFE ID is no longer authorized,
-//! could otherwise resume its way back in.
+//! Resumption is off by default because a resumed session skips certificate verification: a
+//! peer whose trust domain was removed from the bundle map, or whose SPIFFE ID is no longer
+//! authorized, could otherwise resume its way back in. The `*_resuming` builders are for a
+//! caller that checks every resumed peer again itself ([`resume`] says what they guarantee).
+
+pub mod resume;
 
 use std::fmt;
 use std::sync::Arc;
@@ -362,6 +365,26 @@ fn server_config_with(
     Ok(config)
 }
 
+/// [`server_config`] that also resumes TLS 1.3 sessions: one ticket per handshake, up to
+/// `sessions` kept, each at most [`resume::MAX_AGE`] and only while `trust` holds the store
+/// it was made under. A resumed handshake verifies no certificate: the caller checks the
+/// session's client chain (`peer_certificates`) against its policy before trusting it.
+pub fn server_config_resuming(
+    identity: IdentityHandle,
+    trust: TrustHandle,
+    authorizer: Authorizer,
+    sessions: usize,
+) -> Result<rustls::ServerConfig, Error> {
+    let mut config = server_config(identity, trust.clone(), authorizer)?;
+    config.session_storage = Arc::new(resume::Scoped::new(
+        trust,
+        sessions,
+        resume::server_sessions,
+    ));
+    config.send_tls13_tickets = 1;
+    Ok(config)
+}
+
 /// A server configuration that asks for a client certificate but does not require one: a
 /// client that presents one is verified and authorized exactly as by [`server_config`]; one that
 /// presents none gets through the handshake unauthenticated, so the application must check.
@@ -438,6 +461,23 @@ pub fn client_config(
     authorizer: Authorizer,
 ) -> Result<rustls::ClientConfig, Error> {
     client_config_with(trust, authorizer, Some(identity))
+}
+
+/// [`client_config`] that resumes TLS 1.3 sessions with up to `servers` server names, only
+/// while `trust` holds the store the session was made under (TLS 1.2 never resumes). A resumed
+/// handshake verifies no certificate: the caller checks the session's server chain
+/// (`peer_certificates`) against its policy before trusting it.
+pub fn client_config_resuming(
+    identity: IdentityHandle,
+    trust: TrustHandle,
+    authorizer: Authorizer,
+    servers: usize,
+) -> Result<rustls::ClientConfig, Error> {
+    let mut config = client_config_with(trust.clone(), authorizer, Some(identity))?;
+    let store = Arc::new(resume::Scoped::new(trust, servers, resume::client_sessions));
+    config.resumption = rustls::client::Resumption::store(store)
+        .tls12_resumption(rustls::client::Tls12Resumption::Disabled);
+    Ok(config)
 }
 
 fn client_config_with(

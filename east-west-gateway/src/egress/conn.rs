@@ -15,7 +15,7 @@ use super::Pool;
 use super::gateways::Target;
 use crate::config::{self, EgressMode};
 use crate::drain;
-use crate::metrics::{EgressLabel, EgressOutcome, GatewayReason, Metrics, Side};
+use crate::metrics::{EgressLabel, EgressOutcome, GatewayReason, Metrics, Side, SideLabel};
 use crate::proxy::splice::{self, Tally};
 use crate::proxy::{Outcome, Shared, Snapshot, conn};
 use crate::tls::{self, FailureReason};
@@ -98,7 +98,7 @@ async fn serve(
             // One slot for the whole setup, failover included; it is taken before the TCP
             // connect so the remote gateway's hello deadline never runs while we queue.
             let slot = shared.handshakes.admit(Side::Egress, metrics).await;
-            let tls = pool.connect_mtls(config, record).await;
+            let tls = pool.connect_mtls(config, shared, record).await;
             drop(slot);
             // Split at once: the stream's TLS state (over 1.2 KB) then lives once, on the heap,
             // not also in this task or in a box kept until the connection ends.
@@ -210,6 +210,7 @@ impl Pool {
     async fn connect_mtls(
         &self,
         config: &config::Config,
+        shared: &Shared,
         record: &mut Record,
     ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Outcome> {
         let mut tried = Vec::new();
@@ -227,8 +228,30 @@ impl Pool {
             let (reason, text) =
                 match tokio::time::timeout(config.upstream.connect_timeout, handshake).await {
                     Ok(Ok(tls)) => {
-                        self.gateways.report_success(index);
                         let certs = tls.get_ref().1.peer_certificates().unwrap_or(&[]);
+                        // A resumed handshake verified no certificate: the chain its session
+                        // recorded is checked now (the ticket was issued under this
+                        // configuration, so the trust domain was checked then).
+                        let resumed = tls.get_ref().1.handshake_kind()
+                            == Some(rustls::HandshakeKind::Resumed);
+                        if resumed {
+                            let side = SideLabel { side: Side::Egress };
+                            shared
+                                .metrics
+                                .tls_sessions_resumed
+                                .get_or_create(&side)
+                                .inc();
+                        }
+                        let refused = resumed
+                            .then(|| shared.tls()?.still_trusted(certs, tls::Usage::Server).err())
+                            .flatten();
+                        if let Some(reason) = refused {
+                            self.failed(index, FailureReason::Resumed.as_str());
+                            record.tls_error = Some(reason);
+                            outcome = Outcome::TlsRefused;
+                            continue;
+                        }
+                        self.gateways.report_success(index);
                         let peer = tls::Peer::from_certs(certs);
                         record.peer_id = peer.spiffe_id;
                         // The verified certificate is better evidence than the config.

@@ -23,7 +23,7 @@ use super::splice;
 use super::{Outcome, RouteState, Shared, passthrough};
 use crate::config;
 use crate::drain;
-use crate::metrics::{Metrics, Side, TlsFailureLabel};
+use crate::metrics::{Metrics, Side, SideLabel, TlsFailureLabel};
 use crate::tls::{self, FailureReason, Peer};
 
 #[allow(clippy::too_many_arguments)] // the connection, its route and the gateway-wide context
@@ -49,22 +49,35 @@ pub(super) async fn forward(
     let done = accept(server_config, prefixed, config.ingress.hello_timeout).await;
     drop(slot);
     let (reason, text) = match done {
-        Ok((tls, chain)) => {
+        Ok((tls, chain, resumed)) => {
             record.peer = Some(Box::new(Peer::from_certs(&chain)));
             let sni = record.sni.clone().unwrap_or_default();
-            let Some(mut changes) = shared.tls().map(|m| m.changes()) else {
-                // A terminate route exists only with material; nothing to re-check against.
-                return proxy(tls, route, config, metrics, record, drain).await;
-            };
-            tokio::select! {
-                outcome = proxy(tls, route, config, metrics, record, drain) => return outcome,
-                reason = tls::revoked(&mut changes, || still_allowed(shared, &sni, &chain)) => {
-                    tracing::info!(
-                        peer_spiffe_id = record.peer.as_ref().and_then(|p| p.spiffe_id.as_deref()),
-                        %reason,
-                        "closing a connection whose peer is no longer trusted"
-                    );
-                    return Outcome::Revoked;
+            // A resumed handshake verified no certificate: the chain its session recorded is
+            // checked now, before any byte is forwarded.
+            if resumed {
+                let side = SideLabel {
+                    side: Side::Ingress,
+                };
+                metrics.tls_sessions_resumed.get_or_create(&side).inc();
+            }
+            let refused = resumed.then(|| still_allowed(shared, &sni, &chain).err());
+            if let Some(reason) = refused.flatten() {
+                (FailureReason::Resumed, reason)
+            } else {
+                let Some(mut changes) = shared.tls().map(|m| m.changes()) else {
+                    // A terminate route exists only with material; nothing to re-check against.
+                    return proxy(tls, route, config, metrics, record, drain).await;
+                };
+                tokio::select! {
+                    outcome = proxy(tls, route, config, metrics, record, drain) => return outcome,
+                    reason = tls::revoked(&mut changes, || still_allowed(shared, &sni, &chain)) => {
+                        tracing::info!(
+                            peer_spiffe_id = record.peer.as_ref().and_then(|p| p.spiffe_id.as_deref()),
+                            %reason,
+                            "closing a connection whose peer is no longer trusted"
+                        );
+                        return Outcome::Revoked;
+                    }
                 }
             }
         }
@@ -101,8 +114,9 @@ type Halves<S> = (
     tokio::io::WriteHalf<tokio_rustls::server::TlsStream<S>>,
 );
 
-/// Completes the handshake within `timeout`; returns the stream split and the peer's chain, or
-/// why the peer was refused.
+/// Completes the handshake within `timeout`; returns the stream split, the peer's chain and
+/// whether the session was resumed (its chain then verified by nobody yet), or why the peer
+/// was refused.
 ///
 /// The stream's TLS state (over 1.2 KB) is split right here, so it lives once, on the heap,
 /// rather than in a connection's task as well (it sat there three times over: the timeout's
@@ -111,7 +125,7 @@ async fn accept<S>(
     server_config: Arc<rustls::ServerConfig>,
     stream: S,
     timeout: std::time::Duration,
-) -> Result<(Halves<S>, Vec<CertificateDer<'static>>), (FailureReason, String)>
+) -> Result<(Halves<S>, Vec<CertificateDer<'static>>, bool), (FailureReason, String)>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -119,7 +133,8 @@ where
     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => {
             let chain = tls::owned_chain(tls.get_ref().1.peer_certificates());
-            Ok((tokio::io::split(tls), chain))
+            let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+            Ok((tokio::io::split(tls), chain, resumed))
         }
         Ok(Err(error)) => Err((
             FailureReason::of(&error),

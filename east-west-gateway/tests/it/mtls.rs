@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use trust_bundle::test_util::{bundle_map, intermediate, leaf, root};
+use trust_bundle::test_util::{bundle_map, intermediate, leaf, leaf_expiring_in, root};
 
 use crate::support::backend::{EchoBackend, client_hello};
 use crate::support::pki::{Files, Pki, gateway_id, write_atomically};
@@ -137,6 +137,74 @@ fn plain_tcp_crosses_two_gateways_over_mtls_and_strangers_are_refused() {
         "refusal reason logged:\n{logs}"
     );
     assert_eq!(call(a.egress("reviews"), b"still"), b"gcp:still");
+}
+
+fn resumed(side: &str) -> String {
+    format!("federation_gateway_tls_sessions_resumed_total{{side=\"{side}\"}}")
+}
+
+#[test]
+fn a_returning_gateway_resumes_its_session_and_the_session_is_checked_again() {
+    let pki = Pki::new();
+    let echo = EchoBackend::start("gcp:");
+    let b_files = pki.gateway("b", &pki.gcp, "gcp.example");
+    let b = Gateway::start(&gateway_b(&b_files, echo.addr, ""));
+    let gateways = format!("{{ address: '{}' }}", b.ingress);
+    let a = Gateway::start(&gateway_a(
+        &pki.gateway("a", &pki.aws, "aws.example"),
+        &gateways,
+        "",
+    ));
+    // The first connection takes a ticket home with the answer; the second resumes with it.
+    assert_eq!(call(a.egress("reviews"), b"one"), b"gcp:one");
+    assert_eq!(call(a.egress("reviews"), b"two"), b"gcp:two");
+    b.wait_metric(&resumed("ingress"), 1.0);
+    a.wait_metric(&resumed("egress"), 1.0);
+
+    // Certificates that expire while their sessions are still fresh: a resumed handshake
+    // verifies none, so each side checks the session's chain, finds it expired and forwards
+    // nothing. On ingress a2's own; on egress that of b2, the gateway a3 resumes with.
+    let left = Duration::from_secs(5);
+    let expires = Instant::now() + left;
+    let short = |name, ca, td| {
+        let leaf = leaf_expiring_in(ca, &gateway_id(td), left);
+        pki.write(name, &leaf, &pki.federation())
+    };
+    let a2 = Gateway::start(&gateway_a(
+        &short("a2", &pki.aws, "aws.example"),
+        &gateways,
+        "",
+    ));
+    let b2 = Gateway::start(&gateway_b(
+        &short("b2", &pki.gcp, "gcp.example"),
+        echo.addr,
+        "",
+    ));
+    let to_b2 = format!("{{ address: '{}' }}", b2.ingress);
+    let a3 = Gateway::start(&gateway_a(
+        &pki.gateway("a3", &pki.aws, "aws.example"),
+        &to_b2,
+        "",
+    ));
+    assert_eq!(call(a2.egress("reviews"), b"three"), b"gcp:three");
+    assert_eq!(call(a3.egress("reviews"), b"three"), b"gcp:three");
+    // Certificate times have one-second steps: wait out the last one too (bounded by it).
+    while Instant::now() < expires + Duration::from_secs(1) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!call(a2.egress("reviews"), b"four").starts_with(b"gcp:"));
+    b.wait_metric(&failures("resumed_refused"), 1.0);
+    b.wait_metric(&resumed("ingress"), 2.0);
+    let logs = b.logs();
+    assert!(logs.contains("expired"), "the reason is logged:\n{logs}");
+
+    assert!(!call(a3.egress("reviews"), b"four").starts_with(b"gcp:"));
+    a3.wait_metric(&resumed("egress"), 1.0);
+    let refused = format!(
+        "federation_gateway_egress_upstream_failures_total{{egress=\"reviews\",gateway=\"{}\",reason=\"resumed_refused\"}}",
+        b2.ingress
+    );
+    a3.wait_metric(&refused, 1.0);
 }
 
 #[test]
