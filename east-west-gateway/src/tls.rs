@@ -10,6 +10,7 @@
 
 mod source;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -61,12 +62,18 @@ pub struct Material {
     own: Arc<arc_swap::ArcSwap<Own>>,
     /// Bumped after each config is in force, so open connections re-check their peer.
     revision: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Sessions of every terminate route, for resumption (see [`Self::server_config`]).
+    sessions: Arc<dyn rustls::server::StoresServerSessions>,
+    /// The egress configuration of each trust domain, shared by every listener toward it, so
+    /// their tickets are one pool (rustls resumes only with the configuration that saved it).
+    clients: Arc<std::sync::Mutex<HashMap<String, Arc<rustls::ClientConfig>>>>,
 }
 
-/// Sessions a terminate route keeps for resumption: a linked gateway resumes with one of the
-/// tickets it received last, so this covers a few hundred concurrent new connections while
-/// bounding the memory (about 1.5 KB a session, the peer's chain included).
-const SESSIONS_PER_ROUTE: usize = 256;
+/// Sessions the gateway keeps for resumption, all terminate routes together: a linked gateway
+/// resumes with one of the tickets it received last, so this covers several hundred
+/// concurrent new connections while bounding the memory (about 1.5 KB a session, the peer's
+/// chain included).
+const SESSIONS: usize = 1024;
 
 /// Server names an egress configuration keeps tickets for (rustls keeps up to 8 per name).
 const REMOTE_GATEWAYS: usize = 64;
@@ -190,11 +197,14 @@ impl Material {
     pub fn new(staged: Staged) -> Result<Self, Error> {
         let Staged(loaded) = staged;
         let identity = IdentityHandle::new(loaded.chain, loaded.key)?;
+        let trust = TrustHandle::new(loaded.store);
         Ok(Self {
             identity,
-            trust: TrustHandle::new(loaded.store),
+            sessions: trust_bundle::tls::resume::server_store(trust.clone(), SESSIONS),
+            trust,
             own: Arc::new(arc_swap::ArcSwap::from_pointee(loaded.own)),
             revision: Arc::new(tokio::sync::watch::Sender::new(0)),
+            clients: Arc::default(),
         })
     }
 
@@ -251,8 +261,10 @@ impl Material {
     }
 
     /// The ingress configuration for a terminate route: peers must verify and pass `auth`.
-    /// Sessions resume while the bundle map stays the same, and are gone with the route's
-    /// configuration; a resumed peer is checked again before any byte is forwarded.
+    /// Sessions resume while the bundle map stays the same (all routes keep theirs in one
+    /// store; rustls resumes a session only for the server name it was made for); a resumed
+    /// peer is checked again, with the authorization of the route then serving its name,
+    /// before any byte is forwarded.
     pub fn server_config(
         &self,
         auth: &config::Authorization,
@@ -261,15 +273,24 @@ impl Material {
             self.identity.clone(),
             self.trust.clone(),
             authorizer(auth),
-            SESSIONS_PER_ROUTE,
+            Arc::clone(&self.sessions),
         )?;
         Ok(Arc::new(config))
     }
 
     /// The egress configuration: the remote gateway must verify and be in `trust_domain`.
-    /// Sessions resume as on ingress (a ticket belongs to the configuration and the server
-    /// name it was issued for); a resumed remote gateway is checked again.
+    /// One per trust domain for the gateway's life (the handles it holds follow every
+    /// reload). Sessions resume while the bundle map stays the same (a ticket belongs to the
+    /// configuration and the server name it was issued for); a resumed remote gateway is
+    /// checked again.
     pub fn client_config(&self, trust_domain: &str) -> Result<Arc<rustls::ClientConfig>, Error> {
+        let mut clients = self
+            .clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(config) = clients.get(trust_domain) {
+            return Ok(Arc::clone(config));
+        }
         let authorizer = match TrustDomain::parse(trust_domain) {
             Ok(td) => Authorizer::trust_domains([td]),
             // Config validation checks the syntax; a stricter parser refusing it allows nobody.
@@ -281,7 +302,9 @@ impl Material {
             authorizer,
             REMOTE_GATEWAYS,
         )?;
-        Ok(Arc::new(config))
+        let config = Arc::new(config);
+        clients.insert(trust_domain.to_owned(), Arc::clone(&config));
+        Ok(config)
     }
 }
 

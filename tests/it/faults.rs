@@ -549,8 +549,8 @@ fn unlinking_a_peer_with_another_root_closes_its_live_connections_and_refuses_re
     let closed = live.wait_revoked()?;
     println!("unlink across roots: the live connection from aws.example closed {closed:.0?} later");
 
-    // New handshakes, and resumptions of the session saved before, are refused (resumption is
-    // off in every server config: trust-bundle's `tests/it/resumption.rs`).
+    // New handshakes, and resumptions of the session saved before, are refused (sessions die
+    // with the trust store they were made under: trust-bundle's `tests/it/resumption.rs`).
     let (ok, out) = s_client(onprem.ingress, &sni, &leaf, ("-sess_in", &sess))?;
     assert!(!ok, "an unlinked peer's handshake is refused:\n{out}");
     assert!(!out.contains("Reused"), "no session was resumed:\n{out}");

@@ -365,22 +365,18 @@ fn server_config_with(
     Ok(config)
 }
 
-/// [`server_config`] that also resumes TLS 1.3 sessions: one ticket per handshake, up to
-/// `sessions` kept, each at most [`resume::MAX_AGE`] and only while `trust` holds the store
-/// it was made under. A resumed handshake verifies no certificate: the caller checks the
-/// session's client chain (`peer_certificates`) against its policy before trusting it.
+/// [`server_config`] that also resumes TLS 1.3 sessions kept in `sessions`
+/// ([`resume::server_store`] on the same `trust`), one ticket per handshake. A resumed
+/// handshake verifies no certificate: the caller checks the session's client chain
+/// (`peer_certificates`) against its policy before trusting it.
 pub fn server_config_resuming(
     identity: IdentityHandle,
     trust: TrustHandle,
     authorizer: Authorizer,
-    sessions: usize,
+    sessions: Arc<dyn rustls::server::StoresServerSessions>,
 ) -> Result<rustls::ServerConfig, Error> {
-    let mut config = server_config(identity, trust.clone(), authorizer)?;
-    config.session_storage = Arc::new(resume::Scoped::new(
-        trust,
-        sessions,
-        resume::server_sessions,
-    ));
+    let mut config = server_config(identity, trust, authorizer)?;
+    config.session_storage = sessions;
     config.send_tls13_tickets = 1;
     Ok(config)
 }

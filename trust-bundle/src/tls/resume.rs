@@ -29,30 +29,41 @@ pub(super) struct Scoped<T> {
     trust: TrustHandle,
     size: usize,
     make: fn(usize) -> Arc<T>,
-    /// The store the sessions were made under; a `Weak` keeps its allocation, so a new store
-    /// can never compare equal to a dropped one.
-    current: Mutex<(Weak<TrustStore>, Arc<T>)>,
+    /// The store the sessions were made under (a `Weak` keeps its allocation, so a new store
+    /// can never compare equal to a dropped one); made at first use, as rustls' caches
+    /// allocate their full size up front.
+    current: Mutex<Option<(Weak<TrustStore>, Arc<T>)>>,
 }
 
 impl<T> Scoped<T> {
     pub(super) fn new(trust: TrustHandle, size: usize, make: fn(usize) -> Arc<T>) -> Self {
-        let current = Mutex::new((Arc::downgrade(&trust.load()), make(size)));
         Self {
             trust,
             size,
             make,
-            current,
+            current: Mutex::new(None),
         }
     }
 
     fn sessions(&self) -> Arc<T> {
         let live = Arc::downgrade(&self.trust.load());
         let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-        if !Weak::ptr_eq(&current.0, &live) {
-            *current = (live, (self.make)(self.size));
+        match &*current {
+            Some((made_under, sessions)) if Weak::ptr_eq(made_under, &live) => Arc::clone(sessions),
+            _ => {
+                let sessions = (self.make)(self.size);
+                *current = Some((live, Arc::clone(&sessions)));
+                sessions
+            }
         }
-        Arc::clone(&current.1)
     }
+}
+
+/// A server session store for [`super::server_config_resuming`]: up to `size` sessions, each at
+/// most [`MAX_AGE`] and only while `trust` holds the store it was made under. Configurations
+/// built on one `trust` may share it.
+pub fn server_store(trust: TrustHandle, size: usize) -> Arc<dyn StoresServerSessions> {
+    Arc::new(Scoped::new(trust, size, server_sessions))
 }
 
 impl<T> fmt::Debug for Scoped<T> {
@@ -67,7 +78,7 @@ fn now_secs() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_secs()
 }
 
-pub(super) fn server_sessions(size: usize) -> Arc<ServerSessionMemoryCache> {
+fn server_sessions(size: usize) -> Arc<ServerSessionMemoryCache> {
     ServerSessionMemoryCache::new(size)
 }
 

@@ -152,7 +152,7 @@ async fn a_resuming_config_resumes_under_one_trust_store_and_never_across_a_chan
         IdentityHandle::from_credential(&m.server).unwrap(),
         server_trust.clone(),
         Authorizer::any(),
-        16,
+        tls::resume::server_store(server_trust.clone(), 16),
     )
     .unwrap();
     let client_cfg = tls::client_config_resuming(
