@@ -151,7 +151,7 @@ pub struct Metrics {
     pub controller_configs: Family<ResultLabel, Counter>,
     /// Ingress mTLS handshakes that failed, by reason.
     pub tls_handshake_failures: Family<TlsFailureLabel, Counter>,
-    /// mTLS handshakes that resumed a session, by side.
+    /// mTLS handshakes that resumed a session and were let through, by side.
     pub tls_sessions_resumed: Family<SideLabel, Counter>,
     /// TLS material loads (startup and reloads), by result.
     pub tls_reloads: Family<ResultLabel, Counter>,
@@ -469,8 +469,8 @@ impl Metrics {
         );
         g.register(
             "tls_sessions_resumed",
-            "mTLS handshakes that resumed a session (no certificate signed or verified; the \
-             session's chain checked again), by side",
+            "mTLS handshakes that resumed a session and were let through (no certificate signed \
+             or verified; the session's chain checked again), by side",
             self.tls_sessions_resumed.clone(),
         );
         g.register(

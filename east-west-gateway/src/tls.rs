@@ -308,6 +308,11 @@ impl Material {
     }
 }
 
+/// Whether a finished handshake resumed a session (and so verified no certificate).
+pub(crate) fn resumed(conn: &rustls::CommonState) -> bool {
+    conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+}
+
 /// The peer's certificates from a finished handshake, owned, to verify again later.
 pub(crate) fn owned_chain(certs: Option<&[CertificateDer<'_>]>) -> Vec<CertificateDer<'static>> {
     certs

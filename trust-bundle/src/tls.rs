@@ -349,15 +349,16 @@ pub fn server_config(
     authorizer: Authorizer,
 ) -> Result<rustls::ServerConfig, Error> {
     let verifier = Arc::new(SpiffeVerifier::new(trust, authorizer));
-    server_config_with(identity, verifier)
+    server_config_with(identity, verifier, rustls::DEFAULT_VERSIONS)
 }
 
 fn server_config_with(
     identity: IdentityHandle,
     verifier: Arc<dyn ClientCertVerifier>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> Result<rustls::ServerConfig, Error> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
+        .with_protocol_versions(versions)?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(identity));
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
@@ -365,9 +366,10 @@ fn server_config_with(
     Ok(config)
 }
 
-/// [`server_config`] that also resumes TLS 1.3 sessions kept in `sessions`
-/// ([`resume::server_store`] on the same `trust`), one ticket per handshake. A resumed
-/// handshake verifies no certificate: the caller checks the session's client chain
+/// [`server_config`] for TLS 1.3 only (no TLS 1.2 session, reusable by design, is ever kept),
+/// resuming sessions kept in `sessions` ([`resume::server_store`] on the same `trust`), one
+/// ticket per handshake. A resumed handshake verifies no certificate: the caller vets each
+/// connection with [`resume::vet_server_hello`] and checks a resumed session's client chain
 /// (`peer_certificates`) against its policy before trusting it.
 pub fn server_config_resuming(
     identity: IdentityHandle,
@@ -375,7 +377,8 @@ pub fn server_config_resuming(
     authorizer: Authorizer,
     sessions: Arc<dyn rustls::server::StoresServerSessions>,
 ) -> Result<rustls::ServerConfig, Error> {
-    let mut config = server_config(identity, trust, authorizer)?;
+    let verifier = Arc::new(SpiffeVerifier::new(trust, authorizer));
+    let mut config = server_config_with(identity, verifier, &[&rustls::version::TLS13])?;
     config.session_storage = sessions;
     config.send_tls13_tickets = 1;
     Ok(config)
@@ -393,7 +396,7 @@ pub fn server_config_client_auth_optional(
     authorizer: Authorizer,
 ) -> Result<rustls::ServerConfig, Error> {
     let verifier = Arc::new(OptionalClientAuth(SpiffeVerifier::new(trust, authorizer)));
-    server_config_with(identity, verifier)
+    server_config_with(identity, verifier, rustls::DEFAULT_VERSIONS)
 }
 
 /// A client configuration that verifies and authorizes the server but presents no identity.

@@ -227,39 +227,20 @@ impl Pool {
             let handshake = connector.connect(sni.clone(), tcp);
             let (reason, text) =
                 match tokio::time::timeout(config.upstream.connect_timeout, handshake).await {
-                    Ok(Ok(tls)) => {
-                        let certs = tls.get_ref().1.peer_certificates().unwrap_or(&[]);
-                        // A resumed handshake verified no certificate: the chain its session
-                        // recorded is checked now (the ticket was issued under this
-                        // configuration, so the trust domain was checked then).
-                        let resumed = tls.get_ref().1.handshake_kind()
-                            == Some(rustls::HandshakeKind::Resumed);
-                        if resumed {
-                            let side = SideLabel { side: Side::Egress };
-                            shared
-                                .metrics
-                                .tls_sessions_resumed
-                                .get_or_create(&side)
-                                .inc();
+                    Ok(Ok(tls)) => match resumed_refusal(tls.get_ref().1, shared) {
+                        Some(reason) => (FailureReason::Resumed.as_str(), reason),
+                        None => {
+                            self.gateways.report_success(index);
+                            let certs = tls.get_ref().1.peer_certificates().unwrap_or(&[]);
+                            let peer = tls::Peer::from_certs(certs);
+                            record.peer_id = peer.spiffe_id;
+                            // The verified certificate is better evidence than the config.
+                            if let Some(cluster) = peer.cluster {
+                                record.dst_cluster = cluster;
+                            }
+                            return Ok(tls);
                         }
-                        let refused = resumed
-                            .then(|| shared.tls()?.still_trusted(certs, tls::Usage::Server).err())
-                            .flatten();
-                        if let Some(reason) = refused {
-                            self.failed(index, FailureReason::Resumed.as_str());
-                            record.tls_error = Some(reason);
-                            outcome = Outcome::TlsRefused;
-                            continue;
-                        }
-                        self.gateways.report_success(index);
-                        let peer = tls::Peer::from_certs(certs);
-                        record.peer_id = peer.spiffe_id;
-                        // The verified certificate is better evidence than the config.
-                        if let Some(cluster) = peer.cluster {
-                            record.dst_cluster = cluster;
-                        }
-                        return Ok(tls);
-                    }
+                    },
                     Ok(Err(error)) => (
                         FailureReason::of(&error).as_str(),
                         trust_bundle::tls::explain_io(&error),
@@ -361,4 +342,28 @@ impl Drop for Record {
             "egress connection closed",
         );
     }
+}
+
+/// Why a resumed handshake with a remote gateway is refused, if it is: it verified no
+/// certificate, so the chain its session recorded must verify against the bundle map in force
+/// (the ticket was issued under this configuration, so its trust domain was checked then).
+/// Counts the resumptions let through.
+fn resumed_refusal(conn: &rustls::ClientConnection, shared: &Shared) -> Option<String> {
+    if !tls::resumed(conn) {
+        return None;
+    }
+    let Some(material) = shared.tls() else {
+        return Some("no TLS material to check the remote gateway against".to_owned());
+    };
+    let chain = conn.peer_certificates().unwrap_or_default();
+    if let Err(reason) = material.still_trusted(chain, tls::Usage::Server) {
+        return Some(reason);
+    }
+    let side = SideLabel { side: Side::Egress };
+    shared
+        .metrics
+        .tls_sessions_resumed
+        .get_or_create(&side)
+        .inc();
+    None
 }

@@ -8,6 +8,10 @@
 //! verifies (its trust domain was removed by `unlink`, its root rotated out) or is no longer
 //! authorized by the route serving its SNI (unlinked under a shared root, unexported) is closed
 //! with outcome `revoked`, instead of living on with a trust that was withdrawn.
+//!
+//! Sessions resume (tickets from a gateway-wide store), but a resumed handshake verifies no
+//! certificate: the chain its session recorded is put through the same check, and the
+//! session's age vetted, before the handshake completes ([`accept`]).
 
 use std::io;
 use std::pin::Pin;
@@ -17,6 +21,8 @@ use std::task::{Context, Poll};
 use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::LazyConfigAcceptor;
+use trust_bundle::tls::resume;
 
 use super::conn::Record;
 use super::splice;
@@ -46,38 +52,33 @@ pub(super) async fn forward(
         read: 0,
         inner: client,
     };
-    let done = accept(server_config, prefixed, config.ingress.hello_timeout).await;
+    let sni = record.sni.clone().unwrap_or_default();
+    let resumed_allowed = |chain: &[CertificateDer<'_>]| still_allowed(shared, &sni, chain);
+    let timeout = config.ingress.hello_timeout;
+    let done = accept(server_config, prefixed, timeout, resumed_allowed).await;
     drop(slot);
     let (reason, text) = match done {
         Ok((tls, chain, resumed)) => {
-            record.peer = Some(Box::new(Peer::from_certs(&chain)));
-            let sni = record.sni.clone().unwrap_or_default();
-            // A resumed handshake verified no certificate: the chain its session recorded is
-            // checked now, before any byte is forwarded.
             if resumed {
                 let side = SideLabel {
                     side: Side::Ingress,
                 };
                 metrics.tls_sessions_resumed.get_or_create(&side).inc();
             }
-            let refused = resumed.then(|| still_allowed(shared, &sni, &chain).err());
-            if let Some(reason) = refused.flatten() {
-                (FailureReason::Resumed, reason)
-            } else {
-                let Some(mut changes) = shared.tls().map(|m| m.changes()) else {
-                    // A terminate route exists only with material; nothing to re-check against.
-                    return proxy(tls, route, config, metrics, record, drain).await;
-                };
-                tokio::select! {
-                    outcome = proxy(tls, route, config, metrics, record, drain) => return outcome,
-                    reason = tls::revoked(&mut changes, || still_allowed(shared, &sni, &chain)) => {
-                        tracing::info!(
-                            peer_spiffe_id = record.peer.as_ref().and_then(|p| p.spiffe_id.as_deref()),
-                            %reason,
-                            "closing a connection whose peer is no longer trusted"
-                        );
-                        return Outcome::Revoked;
-                    }
+            record.peer = Some(Box::new(Peer::from_certs(&chain)));
+            let Some(mut changes) = shared.tls().map(|m| m.changes()) else {
+                // A terminate route exists only with material; nothing to re-check against.
+                return proxy(tls, route, config, metrics, record, drain).await;
+            };
+            tokio::select! {
+                outcome = proxy(tls, route, config, metrics, record, drain) => return outcome,
+                reason = tls::revoked(&mut changes, || still_allowed(shared, &sni, &chain)) => {
+                    tracing::info!(
+                        peer_spiffe_id = record.peer.as_ref().and_then(|p| p.spiffe_id.as_deref()),
+                        %reason,
+                        "closing a connection whose peer is no longer trusted"
+                    );
+                    return Outcome::Revoked;
                 }
             }
         }
@@ -97,7 +98,7 @@ pub(super) async fn forward(
 /// peer unlinked under a shared root keeps a valid chain but loses its routes).
 fn still_allowed(shared: &Shared, sni: &str, chain: &[CertificateDer<'_>]) -> Result<(), String> {
     let Some(material) = shared.tls() else {
-        return Ok(());
+        return Err("no TLS material to check the peer against".to_owned());
     };
     let peer = material.still_trusted(chain, tls::Usage::Client)?;
     let snapshot = shared.load();
@@ -115,8 +116,11 @@ type Halves<S> = (
 );
 
 /// Completes the handshake within `timeout`; returns the stream split, the peer's chain and
-/// whether the session was resumed (its chain then verified by nobody yet), or why the peer
-/// was refused.
+/// whether a session was resumed, or why the peer was refused.
+///
+/// A resumed handshake verifies no certificate: the session is vetted (its age) and `check`
+/// passes the chain it recorded as soon as the ClientHello is in, before the handshake
+/// completes, so a refused peer is issued no new ticket to come back with.
 ///
 /// The stream's TLS state (over 1.2 KB) is split right here, so it lives once, on the heap,
 /// rather than in a connection's task as well (it sat there three times over: the timeout's
@@ -125,23 +129,50 @@ async fn accept<S>(
     server_config: Arc<rustls::ServerConfig>,
     stream: S,
     timeout: std::time::Duration,
+    check: impl FnOnce(&[CertificateDer<'_>]) -> Result<(), String>,
 ) -> Result<(Halves<S>, Vec<CertificateDer<'static>>, bool), (FailureReason, String)>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let acceptor = tokio_rustls::TlsAcceptor::from(server_config);
-    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => {
+    let handshake = async {
+        let acceptor = rustls::server::Acceptor::default();
+        let start = LazyConfigAcceptor::new(acceptor, stream)
+            .await
+            .map_err(|e| refusal(&e))?;
+        let mut vetted = Ok(false);
+        let accept = start.into_stream_with(server_config, |conn| {
+            vetted = resume::vet_server_hello(conn).and_then(|resumed| {
+                if resumed {
+                    check(conn.peer_certificates().unwrap_or_default())?;
+                }
+                Ok(resumed)
+            });
+        });
+        let vetted = vetted.map_err(|reason| (FailureReason::Resumed, reason))?;
+        let tls = accept.await.map_err(|e| refusal(&e))?;
+        let resumed = tls::resumed(tls.get_ref().1);
+        if resumed && !vetted {
+            let reason = "a session resumed after a HelloRetryRequest is not accepted";
+            return Err((FailureReason::Resumed, reason.to_owned()));
+        }
+        Ok((tls, resumed))
+    };
+    match tokio::time::timeout(timeout, handshake).await {
+        Ok(Ok((tls, resumed))) => {
             let chain = tls::owned_chain(tls.get_ref().1.peer_certificates());
-            let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
             Ok((tokio::io::split(tls), chain, resumed))
         }
-        Ok(Err(error)) => Err((
-            FailureReason::of(&error),
-            trust_bundle::tls::explain_io(&error),
-        )),
+        Ok(Err(refused)) => Err(refused),
         Err(_elapsed) => Err((FailureReason::Other, "handshake timed out".to_owned())),
     }
+}
+
+/// The failure label and text of a handshake that failed.
+fn refusal(error: &io::Error) -> (FailureReason, String) {
+    (
+        FailureReason::of(error),
+        trust_bundle::tls::explain_io(error),
+    )
 }
 
 async fn proxy<S>(

@@ -1,11 +1,13 @@
 //! TLS 1.3 session resumption scoped to one trust store.
 //!
-//! A resumed handshake skips certificate verification, so the sessions a configuration keeps
-//! are dropped, all of them, the first time they are used after the trust store was replaced: a
-//! trust domain removed from the bundle map cannot resume its way back in. Within one store a
-//! server session lives at most [`MAX_AGE`]; a caller must still check a resumed peer against
-//! its own policy (expiry, authorization that changed without a new configuration), as the
-//! gateway does with the chain the session recorded.
+//! A resumed handshake skips certificate verification. So the sessions a configuration keeps
+//! are dropped, all of them, the first time the store is used after the trust store was
+//! replaced (a session saved by a handshake that was already under way then may still land in
+//! the new store); a stored server session waits at most [`MAX_AGE`] to be used; and a server
+//! resumes a session only within [`MAX_LIFETIME`] of the full handshake it descends from,
+//! however often it was renewed ([`vet_server_hello`]). None of this replaces the caller's
+//! check of a resumed peer against its own policy (trust, expiry, authorization), as the
+//! gateway makes with the chain the session recorded.
 
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -21,8 +23,50 @@ use rustls_pki_types::ServerName;
 use super::TrustHandle;
 use crate::verify::TrustStore;
 
-/// How long a server keeps a session for resumption.
+/// How long a server keeps a session waiting to be used.
 pub const MAX_AGE: Duration = Duration::from_secs(600);
+
+/// How long after a full handshake its sessions, renewed by resumption, still resume: past it
+/// the peer proves possession of its key again.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// Vets a server connection right after its ClientHello was taken in (tokio-rustls'
+/// `into_stream_with`), before the handshake completes, so a refusal issues no ticket: the
+/// tickets the connection will issue carry the time of the full handshake their session
+/// descends from, and a resumed session older than [`MAX_LIFETIME`] by that time is refused.
+/// `Ok(true)`: a session is resumed, and its chain (`peer_certificates`) must now be checked.
+///
+/// A connection that answered with a HelloRetryRequest chooses its session (if any) only at
+/// the next hello: its tickets carry no time, so they never resume, and a caller must refuse
+/// a resumption it did not vet here.
+pub fn vet_server_hello(conn: &mut rustls::ServerConnection) -> Result<bool, String> {
+    vet_at(conn, now_secs())
+}
+
+fn vet_at(conn: &mut rustls::ServerConnection, now: u64) -> Result<bool, String> {
+    match conn.handshake_kind() {
+        Some(rustls::HandshakeKind::Full) => {
+            conn.set_resumption_data(&now.to_be_bytes());
+            Ok(false)
+        }
+        Some(rustls::HandshakeKind::Resumed) => {
+            let origin = conn
+                .received_resumption_data()
+                .and_then(|d| d.try_into().ok())
+                .map(u64::from_be_bytes)
+                .ok_or("the session was not made by a vetted full handshake")?;
+            if now.saturating_sub(origin) > MAX_LIFETIME.as_secs() {
+                return Err(format!(
+                    "the session descends from a full handshake over {} s ago; a full one is due",
+                    MAX_LIFETIME.as_secs()
+                ));
+            }
+            conn.set_resumption_data(&origin.to_be_bytes());
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
 
 /// Sessions of type `T` for the trust store in force, started over when it is replaced.
 pub(super) struct Scoped<T> {
@@ -88,17 +132,15 @@ pub(super) fn client_sessions(size: usize) -> Arc<ClientSessionMemoryCache> {
 
 impl StoresServerSessions for Scoped<ServerSessionMemoryCache> {
     fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
-        let mut stamped = now_secs().to_be_bytes().to_vec();
-        stamped.extend_from_slice(&value);
-        self.sessions().put(key, stamped)
+        self.sessions().put(key, stamp(&value, now_secs()))
     }
 
     fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        fresh(self.sessions().get(key)?)
+        fresh(&self.sessions().get(key)?, now_secs())
     }
 
     fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
-        fresh(self.sessions().take(key)?)
+        fresh(&self.sessions().take(key)?, now_secs())
     }
 
     fn can_cache(&self) -> bool {
@@ -106,10 +148,17 @@ impl StoresServerSessions for Scoped<ServerSessionMemoryCache> {
     }
 }
 
-/// The session without its stamp, if younger than [`MAX_AGE`].
-fn fresh(stamped: Vec<u8>) -> Option<Vec<u8>> {
+/// A session prefixed with when it was stored.
+fn stamp(value: &[u8], now: u64) -> Vec<u8> {
+    let mut stamped = now.to_be_bytes().to_vec();
+    stamped.extend_from_slice(value);
+    stamped
+}
+
+/// The session without its stamp, if at most [`MAX_AGE`] old at `now`.
+fn fresh(stamped: &[u8], now: u64) -> Option<Vec<u8>> {
     let (stamp, value) = stamped.split_first_chunk::<8>()?;
-    let age = now_secs().saturating_sub(u64::from_be_bytes(*stamp));
+    let age = now.saturating_sub(u64::from_be_bytes(*stamp));
     (age <= MAX_AGE.as_secs()).then(|| value.to_vec())
 }
 
@@ -147,5 +196,135 @@ impl ClientSessionStore for Scoped<ClientSessionMemoryCache> {
         server_name: &ServerName<'static>,
     ) -> Option<Tls13ClientSessionValue> {
         self.sessions().take_tls13_ticket(server_name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rustls::{ClientConnection, Connection, HandshakeKind, ServerConnection};
+
+    use super::*;
+    use crate::test_util::{bundle_map, intermediate, leaf, root};
+    use crate::tls::{Authorizer, IdentityHandle};
+
+    /// Moves what `from` has to send into `to`; whether there was anything.
+    fn shuttle(from: &mut Connection, to: &mut Connection) -> bool {
+        let mut sent = Vec::new();
+        while from.wants_write() {
+            from.write_tls(&mut sent).expect("write");
+        }
+        let mut rest = &sent[..];
+        while !rest.is_empty() {
+            to.read_tls(&mut rest).expect("read");
+            to.process_new_packets().expect("process");
+        }
+        !sent.is_empty()
+    }
+
+    /// One handshake in memory, vetted at `now`; then the server's tickets reach the client.
+    fn handshake(
+        client: &Arc<rustls::ClientConfig>,
+        server: &Arc<rustls::ServerConfig>,
+        now: u64,
+    ) -> Result<Option<HandshakeKind>, String> {
+        let name = ServerName::try_from("gw.isthmus.internal").expect("name");
+        let mut c = Connection::Client(ClientConnection::new(Arc::clone(client), name).unwrap());
+        let mut s = Connection::Server(ServerConnection::new(Arc::clone(server)).unwrap());
+        shuttle(&mut c, &mut s);
+        let Connection::Server(conn) = &mut s else {
+            unreachable!()
+        };
+        vet_at(conn, now)?;
+        while shuttle(&mut s, &mut c) | shuttle(&mut c, &mut s) {}
+        Ok(s.handshake_kind())
+    }
+
+    #[test]
+    fn renewing_a_session_by_resumption_does_not_extend_it_past_max_lifetime() {
+        let ours = root("mesh.example");
+        let server_leaf = leaf(&intermediate(&ours, "aws", None), "spiffe://mesh.example/s");
+        let client_leaf = leaf(&intermediate(&ours, "gcp", None), "spiffe://mesh.example/c");
+        let trust = TrustHandle::new(
+            TrustStore::new(&bundle_map(&[("mesh.example", &ours)])).expect("store"),
+        );
+        let server = Arc::new(
+            super::super::server_config_resuming(
+                IdentityHandle::from_credential(&server_leaf).unwrap(),
+                trust.clone(),
+                Authorizer::any(),
+                server_store(trust.clone(), 8),
+            )
+            .unwrap(),
+        );
+        let client = Arc::new(
+            super::super::client_config_resuming(
+                IdentityHandle::from_credential(&client_leaf).unwrap(),
+                trust.clone(),
+                Authorizer::any(),
+                8,
+            )
+            .unwrap(),
+        );
+        let full = Ok(Some(HandshakeKind::Full));
+        let resumed = Ok(Some(HandshakeKind::Resumed));
+        let t0 = 1_000_000;
+        let lifetime = MAX_LIFETIME.as_secs();
+        assert_eq!(handshake(&client, &server, t0), full);
+        assert_eq!(handshake(&client, &server, t0 + 10), resumed);
+        // Renewed at t0 + 10, still dated from t0.
+        assert_eq!(handshake(&client, &server, t0 + lifetime), resumed);
+        let past = handshake(&client, &server, t0 + lifetime + 1);
+        assert!(
+            past.as_ref()
+                .is_err_and(|e| e.contains("a full one is due")),
+            "{past:?}"
+        );
+        // The refused resumption was issued no ticket: the next handshake is full.
+        assert_eq!(handshake(&client, &server, t0 + lifetime + 2), full);
+        assert_eq!(handshake(&client, &server, t0 + lifetime + 3), resumed);
+    }
+
+    #[test]
+    fn a_resuming_server_speaks_tls_1_3_only() {
+        let ours = root("mesh.example");
+        let server_leaf = leaf(&intermediate(&ours, "aws", None), "spiffe://mesh.example/s");
+        let trust = TrustHandle::new(
+            TrustStore::new(&bundle_map(&[("mesh.example", &ours)])).expect("store"),
+        );
+        let server = super::super::server_config_resuming(
+            IdentityHandle::from_credential(&server_leaf).unwrap(),
+            trust.clone(),
+            Authorizer::any(),
+            server_store(trust.clone(), 8),
+        )
+        .unwrap();
+        let verifier = Arc::new(super::super::SpiffeVerifier::new(trust, Authorizer::any()));
+        let tls12 = rustls::ClientConfig::builder_with_provider(super::super::provider())
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+        let name = ServerName::try_from("gw.isthmus.internal").expect("name");
+        let mut c = ClientConnection::new(Arc::new(tls12), name).unwrap();
+        let mut s = ServerConnection::new(Arc::new(server)).unwrap();
+        let mut hello = Vec::new();
+        c.write_tls(&mut hello).unwrap();
+        s.read_tls(&mut &hello[..]).unwrap();
+        let refused = s.process_new_packets().map(drop);
+        assert!(
+            matches!(refused, Err(rustls::Error::PeerIncompatible(_))),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn a_server_session_is_refused_once_older_than_max_age() {
+        let stored = stamp(b"session", 1000);
+        let max = MAX_AGE.as_secs();
+        assert_eq!(fresh(&stored, 1000).as_deref(), Some(&b"session"[..]));
+        assert_eq!(fresh(&stored, 1000 + max).as_deref(), Some(&b"session"[..]));
+        assert_eq!(fresh(&stored, 1000 + max + 1), None);
+        assert_eq!(fresh(b"short", 1000), None, "no stamp: no session");
     }
 }
