@@ -145,16 +145,9 @@ fn resumed(side: &str) -> String {
 
 #[test]
 fn a_returning_gateway_resumes_its_session_and_the_session_is_checked_again() {
-    let pki = Pki::new();
-    let echo = EchoBackend::start("gcp:");
-    let b_files = pki.gateway("b", &pki.gcp, "gcp.example");
-    let b = Gateway::start(&gateway_b(&b_files, echo.addr, ""));
+    let p = pair("", "");
+    let (pki, a, b) = (&p.pki, &p.a, &p.b);
     let gateways = format!("{{ address: '{}' }}", b.ingress);
-    let a = Gateway::start(&gateway_a(
-        &pki.gateway("a", &pki.aws, "aws.example"),
-        &gateways,
-        "",
-    ));
     // The first connection takes a ticket home with the answer; the second resumes with it.
     assert_eq!(call(a.egress("reviews"), b"one"), b"gcp:one");
     assert_eq!(call(a.egress("reviews"), b"two"), b"gcp:two");
@@ -177,7 +170,7 @@ fn a_returning_gateway_resumes_its_session_and_the_session_is_checked_again() {
     ));
     let b2 = Gateway::start(&gateway_b(
         &short("b2", &pki.gcp, "gcp.example"),
-        echo.addr,
+        p.echo.addr,
         "",
     ));
     let to_b2 = format!("{{ address: '{}' }}", b2.ingress);
@@ -257,7 +250,7 @@ struct Pair {
     b_files: Files,
     a: Gateway,
     b: Gateway,
-    _echo: EchoBackend,
+    echo: EchoBackend,
 }
 
 fn pair(a_extra: &str, b_extra: &str) -> Pair {
@@ -274,7 +267,7 @@ fn pair(a_extra: &str, b_extra: &str) -> Pair {
         b_files,
         a,
         b,
-        _echo: echo,
+        echo,
     }
 }
 
