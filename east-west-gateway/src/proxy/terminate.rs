@@ -53,23 +53,33 @@ pub(super) async fn forward(
         inner: client,
     };
     let sni = record.sni.clone().unwrap_or_default();
+    // Watched from before the handshake: a config put in force while it runs (after the
+    // peer's chain was checked) is checked against below, before any byte moves.
+    let changes = shared.tls().map(|m| m.changes());
     let resumed_allowed = |chain: &[CertificateDer<'_>]| still_allowed(shared, &sni, chain);
     let timeout = config.ingress.hello_timeout;
     let done = accept(server_config, prefixed, timeout, resumed_allowed).await;
     drop(slot);
     let (reason, text) = match done {
         Ok((tls, chain, resumed)) => {
+            record.peer = Some(Box::new(Peer::from_certs(&chain)));
+            let Some(mut changes) = changes else {
+                // A terminate route exists only with material; nothing to re-check against.
+                return proxy(tls, route, config, metrics, record, drain).await;
+            };
+            if changes.has_changed().unwrap_or(false) {
+                changes.borrow_and_update();
+                if let Err(reason) = still_allowed(shared, &sni, &chain) {
+                    tracing::info!(%reason, "refusing a peer no longer trusted after its handshake");
+                    return Outcome::Revoked;
+                }
+            }
             if resumed {
                 let side = SideLabel {
                     side: Side::Ingress,
                 };
                 metrics.tls_sessions_resumed.get_or_create(&side).inc();
             }
-            record.peer = Some(Box::new(Peer::from_certs(&chain)));
-            let Some(mut changes) = shared.tls().map(|m| m.changes()) else {
-                // A terminate route exists only with material; nothing to re-check against.
-                return proxy(tls, route, config, metrics, record, drain).await;
-            };
             tokio::select! {
                 outcome = proxy(tls, route, config, metrics, record, drain) => return outcome,
                 reason = tls::revoked(&mut changes, || still_allowed(shared, &sni, &chain)) => {

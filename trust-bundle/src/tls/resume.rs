@@ -73,6 +73,8 @@ pub(super) struct Scoped<T> {
     trust: TrustHandle,
     size: usize,
     make: fn(usize) -> Arc<T>,
+    /// Seconds on a monotonic clock (a parameter so tests can move it).
+    clock: fn() -> u64,
     /// The store the sessions were made under (a `Weak` keeps its allocation, so a new store
     /// can never compare equal to a dropped one); made at first use, as rustls' caches
     /// allocate their full size up front.
@@ -85,6 +87,7 @@ impl<T> Scoped<T> {
             trust,
             size,
             make,
+            clock: now_secs,
             current: Mutex::new(None),
         }
     }
@@ -103,9 +106,11 @@ impl<T> Scoped<T> {
     }
 }
 
-/// A server session store for [`super::server_config_resuming`]: up to `size` sessions, each at
-/// most [`MAX_AGE`] and only while `trust` holds the store it was made under. Configurations
-/// built on one `trust` may share it.
+/// A server session store for [`super::server_config_resuming`]: up to `size` sessions, each
+/// waiting at most [`MAX_AGE`] and only while `trust` holds the store it was made under. A
+/// session past [`MAX_LIFETIME`] since its full handshake, or made by none that
+/// [`vet_server_hello`] saw, is not found, so rustls falls back to a full handshake.
+/// Configurations built on one `trust` may share it.
 pub fn server_store(trust: TrustHandle, size: usize) -> Arc<dyn StoresServerSessions> {
     Arc::new(Scoped::new(trust, size, server_sessions))
 }
@@ -132,15 +137,15 @@ pub(super) fn client_sessions(size: usize) -> Arc<ClientSessionMemoryCache> {
 
 impl StoresServerSessions for Scoped<ServerSessionMemoryCache> {
     fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
-        self.sessions().put(key, stamp(&value, now_secs()))
+        self.sessions().put(key, stamp(&value, (self.clock)()))
     }
 
     fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        fresh(&self.sessions().get(key)?, now_secs())
+        usable(&self.sessions().get(key)?, (self.clock)())
     }
 
     fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
-        fresh(&self.sessions().take(key)?, now_secs())
+        usable(&self.sessions().take(key)?, (self.clock)())
     }
 
     fn can_cache(&self) -> bool {
@@ -160,6 +165,26 @@ fn fresh(stamped: &[u8], now: u64) -> Option<Vec<u8>> {
     let (stamp, value) = stamped.split_first_chunk::<8>()?;
     let age = now.saturating_sub(u64::from_be_bytes(*stamp));
     (age <= MAX_AGE.as_secs()).then(|| value.to_vec())
+}
+
+/// A stored session rustls may resume at `now`: [`fresh`], and within [`MAX_LIFETIME`] of the
+/// full handshake it descends from. Refusing here rather than after the ClientHello makes the
+/// peer's next handshake a full one instead of a failed connection.
+fn usable(stamped: &[u8], now: u64) -> Option<Vec<u8>> {
+    let value = fresh(stamped, now)?;
+    let origin = session_origin(&value)?;
+    (now.saturating_sub(origin) <= MAX_LIFETIME.as_secs()).then_some(value)
+}
+
+/// The full-handshake time [`vet_server_hello`] put in a session's resumption data, read from
+/// the end of rustls' encoding of a server session: the data (a u16 length, then our 8 bytes),
+/// the creation time (u64) and the age offset (u32). A test pins this layout; a session whose
+/// tail does not match has no origin and is not resumed.
+fn session_origin(value: &[u8]) -> Option<u64> {
+    let tail = &value[value.len().checked_sub(22)?..];
+    let (len, rest) = tail.split_first_chunk::<2>()?;
+    let (origin, _) = rest.split_first_chunk::<8>()?;
+    (u16::from_be_bytes(*len) == 8).then(|| u64::from_be_bytes(*origin))
 }
 
 impl ClientSessionStore for Scoped<ClientSessionMemoryCache> {
@@ -201,6 +226,8 @@ impl ClientSessionStore for Scoped<ClientSessionMemoryCache> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
     use rustls::{ClientConnection, Connection, HandshakeKind, ServerConnection};
 
     use super::*;
@@ -239,6 +266,13 @@ mod tests {
         Ok(s.handshake_kind())
     }
 
+    /// The clock of the store in [`renewing_a_session_by_resumption_does_not_extend_it_past_max_lifetime`].
+    static CLOCK: AtomicU64 = AtomicU64::new(0);
+
+    fn test_clock() -> u64 {
+        CLOCK.load(Ordering::Relaxed)
+    }
+
     #[test]
     fn renewing_a_session_by_resumption_does_not_extend_it_past_max_lifetime() {
         let ours = root("mesh.example");
@@ -247,12 +281,14 @@ mod tests {
         let trust = TrustHandle::new(
             TrustStore::new(&bundle_map(&[("mesh.example", &ours)])).expect("store"),
         );
+        let mut store = Scoped::new(trust.clone(), 8, server_sessions);
+        store.clock = test_clock;
         let server = Arc::new(
             super::super::server_config_resuming(
                 IdentityHandle::from_credential(&server_leaf).unwrap(),
                 trust.clone(),
                 Authorizer::any(),
-                server_store(trust.clone(), 8),
+                Arc::new(store),
             )
             .unwrap(),
         );
@@ -265,23 +301,36 @@ mod tests {
             )
             .unwrap(),
         );
+        let at = |t: u64| {
+            CLOCK.store(t, Ordering::Relaxed);
+            handshake(&client, &server, t)
+        };
         let full = Ok(Some(HandshakeKind::Full));
         let resumed = Ok(Some(HandshakeKind::Resumed));
         let t0 = 1_000_000;
         let lifetime = MAX_LIFETIME.as_secs();
-        assert_eq!(handshake(&client, &server, t0), full);
-        assert_eq!(handshake(&client, &server, t0 + 10), resumed);
-        // Renewed at t0 + 10, still dated from t0.
-        assert_eq!(handshake(&client, &server, t0 + lifetime), resumed);
-        let past = handshake(&client, &server, t0 + lifetime + 1);
+        assert_eq!(at(t0), full);
+        // Renewed every 500 s (a stored session waits at most 600), always dated from t0.
+        for t in (t0 + 500..t0 + lifetime).step_by(500) {
+            assert_eq!(at(t), resumed, "at t0 + {}", t - t0);
+        }
+        assert_eq!(at(t0 + lifetime), resumed);
+        // Past the lifetime the session is not found: a full handshake, not a failure.
+        assert_eq!(at(t0 + lifetime + 1), full);
+        assert_eq!(at(t0 + lifetime + 2), resumed);
+        // A session left waiting past MAX_AGE is not found either.
+        let idle = t0 + lifetime + 2 + MAX_AGE.as_secs() + 1;
+        assert_eq!(at(idle), full);
+        // Should one get past the store, the vetting refuses it before the handshake completes
+        // and issues no ticket: the next handshake is full.
+        CLOCK.store(idle + 10, Ordering::Relaxed);
+        let past = handshake(&client, &server, idle + lifetime + 1);
         assert!(
             past.as_ref()
                 .is_err_and(|e| e.contains("a full one is due")),
             "{past:?}"
         );
-        // The refused resumption was issued no ticket: the next handshake is full.
-        assert_eq!(handshake(&client, &server, t0 + lifetime + 2), full);
-        assert_eq!(handshake(&client, &server, t0 + lifetime + 3), resumed);
+        assert_eq!(at(idle + 20), full);
     }
 
     #[test]
