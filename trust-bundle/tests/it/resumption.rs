@@ -9,7 +9,7 @@ use rustls::HandshakeKind;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
-use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_rustls::{LazyConfigAcceptor, TlsConnector};
 use trust_bundle::TrustStore;
 use trust_bundle::ca::Credential;
 use trust_bundle::test_util::{bundle_map, intermediate, leaf, root};
@@ -47,16 +47,27 @@ fn meshes() -> Meshes {
     }
 }
 
-/// Accepts `n` connections, one byte each way.
+/// Accepts `n` connections, one byte each way; each is vetted as the gateway does
+/// (`resume::vet_server_hello`), without which no session is ever found again.
 async fn serve(config: rustls::ServerConfig, n: usize) -> (SocketAddr, JoinHandle<Vec<Seen>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let config = Arc::new(config);
     let task = tokio::spawn(async move {
         let mut seen = Vec::new();
         for _ in 0..n {
             let (tcp, _) = listener.accept().await.unwrap();
-            match acceptor.accept(tcp).await {
+            let accepted = async {
+                let acceptor = rustls::server::Acceptor::default();
+                let start = LazyConfigAcceptor::new(acceptor, tcp).await?;
+                let mut vetted = Ok(false);
+                let accept = start.into_stream_with(Arc::clone(&config), |conn| {
+                    vetted = tls::resume::vet_server_hello(conn);
+                });
+                vetted.map_err(std::io::Error::other)?;
+                accept.await
+            };
+            match accepted.await {
                 Ok(mut s) => {
                     let kind = s.get_ref().1.handshake_kind();
                     let chain = s.get_ref().1.peer_certificates().map_or(0, <[_]>::len);
