@@ -60,6 +60,12 @@ egress:
     )
 }
 
+/// Gateway A with `files`, its egress listener toward gateway `b` alone.
+pub(crate) fn a_toward(files: &Files, b: &Gateway, extra: &str) -> Gateway {
+    let gateways = format!("{{ address: '{}' }}", b.ingress);
+    Gateway::start(&gateway_a(files, &gateways, extra))
+}
+
 /// Sends `payload` through `addr`, half-closes, and returns everything read back; a reset
 /// counts as the end of the answer.
 pub(crate) fn call(addr: SocketAddr, payload: &[u8]) -> Vec<u8> {
@@ -87,11 +93,7 @@ fn plain_tcp_crosses_two_gateways_over_mtls_and_strangers_are_refused() {
         "",
     ));
     let gateways = format!("{{ address: '{}' }}", b.ingress);
-    let a = Gateway::start(&gateway_a(
-        &pki.gateway("a", &pki.aws, "aws.example"),
-        &gateways,
-        "",
-    ));
+    let a = a_toward(&pki.gateway("a", &pki.aws, "aws.example"), &b, "");
     assert_eq!(call(a.egress("reviews"), b"hello"), b"gcp:hello");
     b.wait_metric(&closed("reviews", "forwarded"), 1.0);
     a.wait_metric(
@@ -147,7 +149,6 @@ fn resumed(side: &str) -> String {
 fn a_returning_gateway_resumes_its_session_and_the_session_is_checked_again() {
     let p = pair("", "");
     let (pki, a, b) = (&p.pki, &p.a, &p.b);
-    let gateways = format!("{{ address: '{}' }}", b.ingress);
     // The first connection takes a ticket home with the answer; the second resumes with it.
     assert_eq!(call(a.egress("reviews"), b"one"), b"gcp:one");
     assert_eq!(call(a.egress("reviews"), b"two"), b"gcp:two");
@@ -163,22 +164,13 @@ fn a_returning_gateway_resumes_its_session_and_the_session_is_checked_again() {
         let leaf = leaf_expiring_in(ca, &gateway_id(td), left);
         pki.write(name, &leaf, &pki.federation())
     };
-    let a2 = Gateway::start(&gateway_a(
-        &short("a2", &pki.aws, "aws.example"),
-        &gateways,
-        "",
-    ));
+    let a2 = a_toward(&short("a2", &pki.aws, "aws.example"), b, "");
     let b2 = Gateway::start(&gateway_b(
         &short("b2", &pki.gcp, "gcp.example"),
         p.echo.addr,
         "",
     ));
-    let to_b2 = format!("{{ address: '{}' }}", b2.ingress);
-    let a3 = Gateway::start(&gateway_a(
-        &pki.gateway("a3", &pki.aws, "aws.example"),
-        &to_b2,
-        "",
-    ));
+    let a3 = a_toward(&pki.gateway("a3", &pki.aws, "aws.example"), &b2, "");
     assert_eq!(call(a2.egress("reviews"), b"three"), b"gcp:three");
     assert_eq!(call(a3.egress("reviews"), b"three"), b"gcp:three");
     // Certificate times have one-second steps: wait out the last one too (bounded by it).
@@ -259,8 +251,7 @@ fn pair(a_extra: &str, b_extra: &str) -> Pair {
     let b_files = pki.gateway("b", &pki.gcp, "gcp.example");
     let b = Gateway::start(&gateway_b(&b_files, echo.addr, b_extra));
     let a_files = pki.gateway("a", &pki.aws, "aws.example");
-    let gateways = format!("{{ address: '{}' }}", b.ingress);
-    let a = Gateway::start(&gateway_a(&a_files, &gateways, a_extra));
+    let a = a_toward(&a_files, &b, a_extra);
     Pair {
         pki,
         a_files,
@@ -368,13 +359,12 @@ fn handshakes_past_the_limit_queue_and_a_stalled_peer_holds_its_slot_only_until_
         "ingress: { listen: 127.0.0.1:0, hello_timeout: 1s }",
     );
     let b = Gateway::start(&config);
-    let gateways = format!("{{ address: '{}' }}", b.ingress);
     // a's handshake deadline outlasts the stall, so only b's queue decides the order.
-    let a = Gateway::start(&gateway_a(
+    let a = a_toward(
         &pki.gateway("a", &pki.aws, "aws.example"),
-        &gateways,
+        &b,
         "upstream: { connect_timeout: 30s }\n",
-    ));
+    );
     let in_progress = "federation_gateway_tls_handshakes_in_progress{side=\"ingress\"}";
     let queued = "federation_gateway_tls_handshakes_queued{side=\"ingress\"}";
 

@@ -55,7 +55,7 @@ fn vet_at(conn: &mut rustls::ServerConnection, now: u64) -> Result<bool, String>
                 .and_then(|d| d.try_into().ok())
                 .map(u64::from_be_bytes)
                 .ok_or("the session was not made by a vetted full handshake")?;
-            if now.saturating_sub(origin) > MAX_LIFETIME.as_secs() {
+            if !within_lifetime(origin, now) {
                 return Err(format!(
                     "the session descends from a full handshake over {} s ago; a full one is due",
                     MAX_LIFETIME.as_secs()
@@ -172,8 +172,12 @@ fn fresh(stamped: &[u8], now: u64) -> Option<Vec<u8>> {
 /// peer's next handshake a full one instead of a failed connection.
 fn usable(stamped: &[u8], now: u64) -> Option<Vec<u8>> {
     let value = fresh(stamped, now)?;
-    let origin = session_origin(&value)?;
-    (now.saturating_sub(origin) <= MAX_LIFETIME.as_secs()).then_some(value)
+    within_lifetime(session_origin(&value)?, now).then_some(value)
+}
+
+/// Whether a session whose full handshake was at `origin` may still resume at `now`.
+fn within_lifetime(origin: u64, now: u64) -> bool {
+    now.saturating_sub(origin) <= MAX_LIFETIME.as_secs()
 }
 
 /// The full-handshake time [`vet_server_hello`] put in a session's resumption data, read from
@@ -266,6 +270,26 @@ mod tests {
         Ok(s.handshake_kind())
     }
 
+    /// A mesh of one root: its trust handle and a resuming server config keeping sessions in
+    /// `store` (made on that handle).
+    fn resuming_server(
+        store: impl FnOnce(TrustHandle) -> Arc<dyn StoresServerSessions>,
+    ) -> (crate::ca::Authority, TrustHandle, Arc<rustls::ServerConfig>) {
+        let ours = root("mesh.example");
+        let server_leaf = leaf(&intermediate(&ours, "aws", None), "spiffe://mesh.example/s");
+        let trust = TrustHandle::new(
+            TrustStore::new(&bundle_map(&[("mesh.example", &ours)])).expect("store"),
+        );
+        let server = super::super::server_config_resuming(
+            IdentityHandle::from_credential(&server_leaf).unwrap(),
+            trust.clone(),
+            Authorizer::any(),
+            store(trust.clone()),
+        )
+        .unwrap();
+        (ours, trust, Arc::new(server))
+    }
+
     /// The clock of the store in [`renewing_a_session_by_resumption_does_not_extend_it_past_max_lifetime`].
     static CLOCK: AtomicU64 = AtomicU64::new(0);
 
@@ -275,23 +299,12 @@ mod tests {
 
     #[test]
     fn renewing_a_session_by_resumption_does_not_extend_it_past_max_lifetime() {
-        let ours = root("mesh.example");
-        let server_leaf = leaf(&intermediate(&ours, "aws", None), "spiffe://mesh.example/s");
+        let (ours, trust, server) = resuming_server(|trust| {
+            let mut store = Scoped::new(trust, 8, server_sessions);
+            store.clock = test_clock;
+            Arc::new(store)
+        });
         let client_leaf = leaf(&intermediate(&ours, "gcp", None), "spiffe://mesh.example/c");
-        let trust = TrustHandle::new(
-            TrustStore::new(&bundle_map(&[("mesh.example", &ours)])).expect("store"),
-        );
-        let mut store = Scoped::new(trust.clone(), 8, server_sessions);
-        store.clock = test_clock;
-        let server = Arc::new(
-            super::super::server_config_resuming(
-                IdentityHandle::from_credential(&server_leaf).unwrap(),
-                trust.clone(),
-                Authorizer::any(),
-                Arc::new(store),
-            )
-            .unwrap(),
-        );
         let client = Arc::new(
             super::super::client_config_resuming(
                 IdentityHandle::from_credential(&client_leaf).unwrap(),
@@ -335,18 +348,7 @@ mod tests {
 
     #[test]
     fn a_resuming_server_speaks_tls_1_3_only() {
-        let ours = root("mesh.example");
-        let server_leaf = leaf(&intermediate(&ours, "aws", None), "spiffe://mesh.example/s");
-        let trust = TrustHandle::new(
-            TrustStore::new(&bundle_map(&[("mesh.example", &ours)])).expect("store"),
-        );
-        let server = super::super::server_config_resuming(
-            IdentityHandle::from_credential(&server_leaf).unwrap(),
-            trust.clone(),
-            Authorizer::any(),
-            server_store(trust.clone(), 8),
-        )
-        .unwrap();
+        let (_, trust, server) = resuming_server(|trust| server_store(trust, 8));
         let verifier = Arc::new(super::super::SpiffeVerifier::new(trust, Authorizer::any()));
         let tls12 = rustls::ClientConfig::builder_with_provider(super::super::provider())
             .with_protocol_versions(&[&rustls::version::TLS12])
@@ -356,7 +358,7 @@ mod tests {
             .with_no_client_auth();
         let name = ServerName::try_from("gw.isthmus.internal").expect("name");
         let mut c = ClientConnection::new(Arc::new(tls12), name).unwrap();
-        let mut s = ServerConnection::new(Arc::new(server)).unwrap();
+        let mut s = ServerConnection::new(server).unwrap();
         let mut hello = Vec::new();
         c.write_tls(&mut hello).unwrap();
         s.read_tls(&mut &hello[..]).unwrap();

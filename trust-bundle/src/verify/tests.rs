@@ -15,6 +15,16 @@ fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
 }
 
+/// A store whose bundle for `td` holds `root` alone (a root certificate made by a test).
+fn store_of(td: &str, root: CertificateDer<'static>) -> TrustStore {
+    let mut map = BundleMap::new();
+    map.insert(
+        TrustDomain::parse(td).unwrap(),
+        crate::bundle::X509Bundle::new([root]).unwrap(),
+    );
+    TrustStore::new(&map).unwrap()
+}
+
 #[test]
 fn verifies_and_reports_identity() {
     let root = root("mesh.example");
@@ -94,15 +104,7 @@ fn expired_root_is_reported_even_though_webpki_does_not_check_anchors() {
         now() - time::Duration::days(3),
         now() - time::Duration::days(1),
     );
-    let mut map = BundleMap::new();
-    map.insert(
-        TrustDomain::parse("mesh.example").unwrap(),
-        crate::bundle::X509Bundle::new([expired]).unwrap(),
-    );
-    match TrustStore::new(&map)
-        .unwrap()
-        .verify(&l.chain, at(now()), Usage::Client)
-    {
+    match store_of("mesh.example", expired).verify(&l.chain, at(now()), Usage::Client) {
         Err(VerifyError::RootExpired { ago, .. }) => {
             assert!(ago.starts_with("1d") || ago.starts_with("23h"), "{ago}")
         }
@@ -235,12 +237,7 @@ fn a_remembered_chain_is_refused_once_its_root_expires() {
         now() - time::Duration::days(1),
         now() + time::Duration::hours(1),
     );
-    let mut map = BundleMap::new();
-    map.insert(
-        TrustDomain::parse("mesh.example").unwrap(),
-        crate::bundle::X509Bundle::new([short]).unwrap(),
-    );
-    let store = TrustStore::new(&map).unwrap();
+    let store = store_of("mesh.example", short);
     store.verify(&l.chain, at(now()), Usage::Client).unwrap();
     assert_eq!(store.remembered(), 1);
     assert!(matches!(
