@@ -367,8 +367,8 @@ fn server_config_with(
 }
 
 /// [`server_config`] for TLS 1.3 only (no TLS 1.2 session, reusable by design, is ever kept),
-/// resuming sessions kept in `sessions` ([`resume::server_store`] on the same `trust`), one
-/// ticket per handshake. A resumed handshake verifies no certificate: the caller vets each
+/// resuming sessions kept in `sessions` ([`resume::server_store`] on the same `trust`), two
+/// tickets per full handshake and none per resumed one. A resumed handshake verifies no certificate: the caller vets each
 /// connection with [`resume::vet_server_hello`] and checks a resumed session's client chain
 /// (`peer_certificates`) against its policy before trusting it.
 pub fn server_config_resuming(
@@ -380,7 +380,7 @@ pub fn server_config_resuming(
     let verifier = Arc::new(SpiffeVerifier::new(trust, authorizer));
     let mut config = server_config_with(identity, verifier, &[&rustls::version::TLS13])?;
     config.session_storage = sessions;
-    config.send_tls13_tickets = 1;
+    config.send_tls13_tickets = 2;
     Ok(config)
 }
 

@@ -3,9 +3,8 @@
 //! A resumed handshake skips certificate verification. So the sessions a configuration keeps
 //! are dropped, all of them, the first time the store is used after the trust store was
 //! replaced (a session saved by a handshake that was already under way then may still land in
-//! the new store); a stored server session waits at most [`MAX_AGE`] to be used; and a server
-//! resumes a session only within [`MAX_LIFETIME`] of the full handshake it descends from,
-//! however often it was renewed ([`vet_server_hello`]). None of this replaces the caller's
+//! the new store); a server session is made by a full handshake only, used once, and waits at
+//! most [`MAX_AGE`] ([`vet_server_hello`]). None of this replaces the caller's
 //! check of a resumed peer against its own policy (trust, expiry, authorization), as the
 //! gateway makes with the chain the session recorded.
 
@@ -26,19 +25,20 @@ use crate::verify::TrustStore;
 /// How long a server keeps a session waiting to be used.
 pub const MAX_AGE: Duration = Duration::from_secs(600);
 
-/// How long after a full handshake its sessions, renewed by resumption, still resume: past it
-/// the peer proves possession of its key again.
+/// How long after a full handshake its sessions still resume: a backstop, as sessions are
+/// issued by full handshakes only and wait at most [`MAX_AGE`].
 pub const MAX_LIFETIME: Duration = Duration::from_secs(3600);
 
 /// Vets a server connection right after its ClientHello was taken in (tokio-rustls'
-/// `into_stream_with`), before the handshake completes, so a refusal issues no ticket: the
-/// tickets the connection will issue carry the time of the full handshake their session
-/// descends from, and a resumed session older than [`MAX_LIFETIME`] by that time is refused.
+/// `into_stream_with`), before the handshake completes, so a refusal issues no ticket. A full
+/// handshake's tickets carry its time; a resumed handshake issues none (the store refuses
+/// sessions without a time), so a session is used once and its chain is the one verified by
+/// the full handshake that made it; a resumed session older than [`MAX_LIFETIME`] is refused.
 /// `Ok(true)`: a session is resumed, and its chain (`peer_certificates`) must now be checked.
 ///
 /// A connection that answered with a HelloRetryRequest chooses its session (if any) only at
-/// the next hello: its tickets carry no time, so they never resume, and a caller must refuse
-/// a resumption it did not vet here.
+/// the next hello: it issues no ticket, and a caller must refuse a resumption it did not vet
+/// here.
 pub fn vet_server_hello(conn: &mut rustls::ServerConnection) -> Result<bool, String> {
     vet_at(conn, now_secs())
 }
@@ -61,7 +61,9 @@ fn vet_at(conn: &mut rustls::ServerConnection, now: u64) -> Result<bool, String>
                     MAX_LIFETIME.as_secs()
                 ));
             }
-            conn.set_resumption_data(&origin.to_be_bytes());
+            // No time for the tickets this handshake would issue: the store keeps none of them,
+            // so every session comes from a full handshake, where the peer's chain was
+            // verified as it is now (a renewal would carry the old chain on, past a rotation).
             Ok(true)
         }
         _ => Ok(false),
@@ -137,7 +139,8 @@ pub(super) fn client_sessions(size: usize) -> Arc<ClientSessionMemoryCache> {
 
 impl StoresServerSessions for Scoped<ServerSessionMemoryCache> {
     fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
-        self.sessions().put(key, stamp(&value, (self.clock)()))
+        // Only sessions of a vetted full handshake; refusing the rest issues no ticket.
+        session_origin(&value).is_some() && self.sessions().put(key, stamp(&value, (self.clock)()))
     }
 
     fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
@@ -290,7 +293,7 @@ mod tests {
         (ours, trust, Arc::new(server))
     }
 
-    /// The clock of the store in [`renewing_a_session_by_resumption_does_not_extend_it_past_max_lifetime`].
+    /// The clock of the store in [`a_session_comes_from_a_full_handshake_and_is_used_once_within_max_age`].
     static CLOCK: AtomicU64 = AtomicU64::new(0);
 
     fn test_clock() -> u64 {
@@ -298,7 +301,7 @@ mod tests {
     }
 
     #[test]
-    fn renewing_a_session_by_resumption_does_not_extend_it_past_max_lifetime() {
+    fn a_session_comes_from_a_full_handshake_and_is_used_once_within_max_age() {
         let (ours, trust, server) = resuming_server(|trust| {
             let mut store = Scoped::new(trust, 8, server_sessions);
             store.clock = test_clock;
@@ -321,29 +324,25 @@ mod tests {
         let full = Ok(Some(HandshakeKind::Full));
         let resumed = Ok(Some(HandshakeKind::Resumed));
         let t0 = 1_000_000;
-        let lifetime = MAX_LIFETIME.as_secs();
+        // Two tickets per full handshake, none per resumed one: a chain verified in a full
+        // handshake is carried by at most two resumptions.
         assert_eq!(at(t0), full);
-        // Renewed every 500 s (a stored session waits at most 600), always dated from t0.
-        for t in (t0 + 500..t0 + lifetime).step_by(500) {
-            assert_eq!(at(t), resumed, "at t0 + {}", t - t0);
-        }
-        assert_eq!(at(t0 + lifetime), resumed);
-        // Past the lifetime the session is not found: a full handshake, not a failure.
-        assert_eq!(at(t0 + lifetime + 1), full);
-        assert_eq!(at(t0 + lifetime + 2), resumed);
-        // A session left waiting past MAX_AGE is not found either.
-        let idle = t0 + lifetime + 2 + MAX_AGE.as_secs() + 1;
+        assert_eq!(at(t0 + 10), resumed);
+        assert_eq!(at(t0 + 20), resumed);
+        assert_eq!(at(t0 + 30), full);
+        assert_eq!(at(t0 + 40), resumed);
+        // A session left waiting past MAX_AGE is not found: a full handshake, not a failure.
+        let idle = t0 + 40 + MAX_AGE.as_secs() + 1;
         assert_eq!(at(idle), full);
-        // Should one get past the store, the vetting refuses it before the handshake completes
-        // and issues no ticket: the next handshake is full.
+        // Should a session past MAX_LIFETIME get past the store, the vetting refuses it before
+        // the handshake completes.
         CLOCK.store(idle + 10, Ordering::Relaxed);
-        let past = handshake(&client, &server, idle + lifetime + 1);
+        let past = handshake(&client, &server, idle + MAX_LIFETIME.as_secs() + 1);
         assert!(
             past.as_ref()
                 .is_err_and(|e| e.contains("a full one is due")),
             "{past:?}"
         );
-        assert_eq!(at(idle + 20), full);
     }
 
     #[test]
