@@ -199,8 +199,12 @@ impl Material {
         let identity = IdentityHandle::new(loaded.chain, loaded.key)?;
         let trust = TrustHandle::new(loaded.store);
         Ok(Self {
+            sessions: trust_bundle::tls::resume::server_store(
+                trust.clone(),
+                identity.clone(),
+                SESSIONS,
+            ),
             identity,
-            sessions: trust_bundle::tls::resume::server_store(trust.clone(), SESSIONS),
             trust,
             own: Arc::new(arc_swap::ArcSwap::from_pointee(loaded.own)),
             revision: Arc::new(tokio::sync::watch::Sender::new(0)),
@@ -211,10 +215,19 @@ impl Material {
     /// Puts `staged` in force: every configuration built from these handles uses it from its
     /// next handshake. Staging already proved the key matches, so this fails only if rustls
     /// changed its mind, and then nothing is replaced.
+    ///
+    /// The identity and the trust store are replaced only when they differ from those in
+    /// force: sessions for resumption and the chains the store remembers belong to them, and a
+    /// config push that changes routes or endpoints (every push, in controller mode) would
+    /// otherwise start both over.
     pub fn install(&self, staged: Staged) -> Result<(), Error> {
         let Staged(loaded) = staged;
-        self.identity.replace(loaded.chain, loaded.key)?;
-        self.trust.store(loaded.store);
+        if !self.identity.presents(&loaded.chain) {
+            self.identity.replace(loaded.chain, loaded.key)?;
+        }
+        if !self.trust.load().accepts_as(&loaded.store) {
+            self.trust.store(loaded.store);
+        }
         self.own.store(Arc::new(loaded.own));
         Ok(())
     }
@@ -261,7 +274,7 @@ impl Material {
     }
 
     /// The ingress configuration for a terminate route: peers must verify and pass `auth`.
-    /// Sessions resume while the bundle map stays the same (all routes keep theirs in one
+    /// Sessions resume while the bundle map and our certificate stay the same (all routes keep theirs in one
     /// store; rustls resumes a session only for the server name it was made for); a resumed
     /// peer is checked again, with the authorization of the route then serving its name,
     /// before any byte is forwarded.
@@ -280,7 +293,7 @@ impl Material {
 
     /// The egress configuration: the remote gateway must verify and be in `trust_domain`.
     /// One per trust domain for the gateway's life (the handles it holds follow every
-    /// reload). Sessions resume while the bundle map stays the same (a ticket belongs to the
+    /// reload). Sessions resume while the bundle map and our certificate stay the same (a ticket belongs to the
     /// configuration and the server name it was issued for); a resumed remote gateway is
     /// checked again.
     pub fn client_config(&self, trust_domain: &str) -> Result<Arc<rustls::ClientConfig>, Error> {

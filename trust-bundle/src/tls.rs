@@ -102,6 +102,11 @@ impl IdentityHandle {
     pub fn current(&self) -> Arc<CertifiedKey> {
         self.0.load_full()
     }
+
+    /// Whether `chain` is the chain in force (a key matching it is then the key in force).
+    pub fn presents(&self, chain: &[CertificateDer<'_>]) -> bool {
+        self.0.load().cert.as_slice() == chain
+    }
 }
 
 impl fmt::Debug for IdentityHandle {
@@ -463,7 +468,8 @@ pub fn client_config(
 }
 
 /// [`client_config`] that resumes TLS 1.3 sessions with up to `servers` server names, only
-/// while `trust` holds the store the session was made under (TLS 1.2 never resumes). A resumed
+/// while `trust` and `identity` hold what the session was made under (TLS 1.2 never resumes).
+/// A resumed
 /// handshake verifies no certificate: the caller checks the session's server chain
 /// (`peer_certificates`) against its policy before trusting it.
 pub fn client_config_resuming(
@@ -472,8 +478,13 @@ pub fn client_config_resuming(
     authorizer: Authorizer,
     servers: usize,
 ) -> Result<rustls::ClientConfig, Error> {
-    let mut config = client_config_with(trust.clone(), authorizer, Some(identity))?;
-    let store = Arc::new(resume::Scoped::new(trust, servers, resume::client_sessions));
+    let mut config = client_config_with(trust.clone(), authorizer, Some(identity.clone()))?;
+    let store = Arc::new(resume::Scoped::new(
+        trust,
+        identity,
+        servers,
+        resume::client_sessions,
+    ));
     config.resumption = rustls::client::Resumption::store(store)
         .tls12_resumption(rustls::client::Tls12Resumption::Disabled);
     Ok(config)

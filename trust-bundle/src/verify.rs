@@ -173,6 +173,24 @@ impl TrustStore {
         self.domains.keys()
     }
 
+    /// Whether `other` was compiled from the same roots under the same binding policies, per
+    /// trust domain, so it accepts exactly the chains this one does: a reload that leaves the
+    /// bundle map as it was can keep this store, with what it remembers and the sessions
+    /// scoped to it.
+    pub fn accepts_as(&self, other: &TrustStore) -> bool {
+        self.domains.len() == other.domains.len()
+            && self
+                .domains
+                .iter()
+                .zip(&other.domains)
+                .all(|((td, a), (other_td, b))| {
+                    td == other_td
+                        && a.binding == b.binding
+                        && a.roots.len() == b.roots.len()
+                        && a.roots.iter().zip(&b.roots).all(|(x, y)| x.der == y.der)
+                })
+    }
+
     /// Verifies `chain` (leaf first, then intermediates) at `now` and returns the peer's
     /// identity.
     ///

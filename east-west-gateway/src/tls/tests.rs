@@ -193,3 +193,44 @@ async fn a_peer_stops_being_trusted_when_its_trust_domain_leaves_the_bundle_map(
         .expect_err("no longer trusted");
     assert!(reason.contains("aws.example"), "{reason}");
 }
+
+#[test]
+fn installing_the_material_in_force_again_keeps_the_store_and_identity_its_sessions_belong_to() {
+    let (ours, theirs) = (root("gcp.example"), root("aws.example"));
+    let ca = intermediate(&ours, "gcp", None);
+    let gw = leaf(&ca, "spiffe://gcp.example/gw");
+    let both = bundle_map(&[("gcp.example", &ours), ("aws.example", &theirs)]).to_json();
+    let stage =
+        |cred, bundle| Material::stage(Source::Memory(&inline(cred, bundle))).expect("stage");
+    let material = Material::new(stage(&gw, &both)).expect("material");
+    let (store, key) = (material.trust.load(), material.identity.current());
+
+    // A push that changed routes or endpoints only.
+    material.install(stage(&gw, &both)).expect("install");
+    assert!(Arc::ptr_eq(&store, &material.trust.load()), "store kept");
+    assert!(
+        Arc::ptr_eq(&key, &material.identity.current()),
+        "identity kept"
+    );
+
+    // A renewed certificate replaces the identity alone.
+    let renewed = leaf(&ca, "spiffe://gcp.example/gw");
+    material.install(stage(&renewed, &both)).expect("install");
+    assert!(Arc::ptr_eq(&store, &material.trust.load()), "store kept");
+    let key = material.identity.current();
+    assert!(material.identity.presents(&renewed.chain));
+
+    // A changed bundle map replaces the store alone.
+    let only_ours = bundle_map(&[("gcp.example", &ours)]).to_json();
+    material
+        .install(stage(&renewed, &only_ours))
+        .expect("install");
+    assert!(
+        !Arc::ptr_eq(&store, &material.trust.load()),
+        "store replaced"
+    );
+    assert!(
+        Arc::ptr_eq(&key, &material.identity.current()),
+        "identity kept"
+    );
+}

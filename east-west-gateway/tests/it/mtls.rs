@@ -199,6 +199,36 @@ fn a_returning_gateway_resumes_its_session_and_the_session_is_checked_again() {
 }
 
 #[test]
+fn sessions_outlive_a_reload_that_keeps_the_tls_material_and_are_checked_against_the_new_route() {
+    let reload = "reload: { watch_interval: 50ms }\n";
+    let p = pair("", reload);
+    let (a, b) = (&p.a, &p.b);
+    let b_allowing = |clusters: &str| {
+        gateway_b(&p.b_files, p.echo.addr, reload).replace("clusters: [aws]", clusters)
+    };
+    assert_eq!(call(a.egress("reviews"), b"one"), b"gcp:one");
+
+    // A reload that changes the route but neither certificate nor bundle map (every push is
+    // one, in controller mode): the session A took home still resumes.
+    b.write_config(&b_allowing("clusters: [aws, azure]"));
+    b.wait_event("reload", |e| e["result"] == "applied");
+    assert_eq!(call(a.egress("reviews"), b"two"), b"gcp:two");
+    b.wait_metric(&resumed("ingress"), 1.0);
+
+    // The route stops allowing aws, the bundle map unchanged: A's last session is checked
+    // against the route now serving the name and refused before its handshake completes;
+    // A's next handshake is a full one, refused as not authorized.
+    b.write_config(&b_allowing("clusters: [azure]"));
+    b.wait_event("reload", |e| e["result"] == "applied");
+    assert!(!call(a.egress("reviews"), b"three").starts_with(b"gcp:"));
+    b.wait_metric(&failures("resumed_refused"), 1.0);
+    assert!(!call(a.egress("reviews"), b"four").starts_with(b"gcp:"));
+    b.wait_metric(&failures("not_authorized"), 1.0);
+    assert_eq!(b.metric(&failures("resumed_refused")), 1.0);
+    assert_eq!(b.metric(&resumed("ingress")), 1.0);
+}
+
+#[test]
 fn a_host_name_gateway_address_is_resolved() {
     let pki = Pki::new();
     let echo = EchoBackend::start("gcp:");

@@ -1,9 +1,9 @@
-//! TLS 1.3 session resumption scoped to one trust store.
+//! TLS 1.3 session resumption scoped to one trust store and one identity.
 //!
 //! A resumed handshake skips certificate verification. So the sessions a configuration keeps
-//! are dropped, all of them, the first time the store is used after the trust store was
-//! replaced (a session saved by a handshake that was already under way then may still land in
-//! the new store); a server session is made by a full handshake only, used once, and waits at
+//! are dropped, all of them, the first time the store is used after the trust store or our
+//! own certificate was replaced (a session saved by a handshake that was already under way
+//! then may still land in the new store); a server session is made by a full handshake only, used once, and waits at
 //! most [`MAX_AGE`] ([`vet_server_hello`]). None of this replaces the caller's
 //! check of a resumed peer against its own policy (trust, expiry, authorization), as the
 //! gateway makes with the chain the session recorded.
@@ -19,7 +19,9 @@ use rustls::client::{
 use rustls::server::{ServerSessionMemoryCache, StoresServerSessions};
 use rustls_pki_types::ServerName;
 
-use super::TrustHandle;
+use rustls::sign::CertifiedKey;
+
+use super::{IdentityHandle, TrustHandle};
 use crate::verify::TrustStore;
 
 /// How long a server keeps a session waiting to be used.
@@ -70,23 +72,46 @@ fn vet_at(conn: &mut rustls::ServerConnection, now: u64) -> Result<bool, String>
     }
 }
 
-/// Sessions of type `T` for the trust store in force, started over when it is replaced.
+/// Sessions of type `T` for the trust store and identity in force, started over when either is
+/// replaced: a session's chains are the ones its full handshake saw, so after a renewal of our
+/// certificate, tickets a peer holds would be checked against our old one, and ours would
+/// present our old one to the peer (refused once it expires, rather than falling back to a
+/// full handshake).
 pub(super) struct Scoped<T> {
     trust: TrustHandle,
+    identity: IdentityHandle,
     size: usize,
     make: fn(usize) -> Arc<T>,
     /// Seconds on a monotonic clock (a parameter so tests can move it).
     clock: fn() -> u64,
-    /// The store the sessions were made under (a `Weak` keeps its allocation, so a new store
-    /// can never compare equal to a dropped one); made at first use, as rustls' caches
-    /// allocate their full size up front.
-    current: Mutex<Option<(Weak<TrustStore>, Arc<T>)>>,
+    /// What the sessions were made under (a `Weak` keeps its allocation, so a new store or
+    /// identity can never compare equal to a dropped one); made at first use, as rustls'
+    /// caches allocate their full size up front.
+    current: Mutex<Option<(Scope, Arc<T>)>>,
+}
+
+/// The trust store and identity a set of sessions belongs to.
+struct Scope {
+    trust: Weak<TrustStore>,
+    identity: Weak<CertifiedKey>,
+}
+
+impl Scope {
+    fn holds(&self, live: &Scope) -> bool {
+        Weak::ptr_eq(&self.trust, &live.trust) && Weak::ptr_eq(&self.identity, &live.identity)
+    }
 }
 
 impl<T> Scoped<T> {
-    pub(super) fn new(trust: TrustHandle, size: usize, make: fn(usize) -> Arc<T>) -> Self {
+    pub(super) fn new(
+        trust: TrustHandle,
+        identity: IdentityHandle,
+        size: usize,
+        make: fn(usize) -> Arc<T>,
+    ) -> Self {
         Self {
             trust,
+            identity,
             size,
             make,
             clock: now_secs,
@@ -95,10 +120,13 @@ impl<T> Scoped<T> {
     }
 
     fn sessions(&self) -> Arc<T> {
-        let live = Arc::downgrade(&self.trust.load());
+        let live = Scope {
+            trust: Arc::downgrade(&self.trust.load()),
+            identity: Arc::downgrade(&self.identity.current()),
+        };
         let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
         match &*current {
-            Some((made_under, sessions)) if Weak::ptr_eq(made_under, &live) => Arc::clone(sessions),
+            Some((made_under, sessions)) if made_under.holds(&live) => Arc::clone(sessions),
             _ => {
                 let sessions = (self.make)(self.size);
                 *current = Some((live, Arc::clone(&sessions)));
@@ -109,12 +137,16 @@ impl<T> Scoped<T> {
 }
 
 /// A server session store for [`super::server_config_resuming`]: up to `size` sessions, each
-/// waiting at most [`MAX_AGE`] and only while `trust` holds the store it was made under. A
-/// session past [`MAX_LIFETIME`] since its full handshake, or made by none that
-/// [`vet_server_hello`] saw, is not found, so rustls falls back to a full handshake.
-/// Configurations built on one `trust` may share it.
-pub fn server_store(trust: TrustHandle, size: usize) -> Arc<dyn StoresServerSessions> {
-    Arc::new(Scoped::new(trust, size, server_sessions))
+/// waiting at most [`MAX_AGE`] and only while `trust` and `identity` hold the store and the
+/// certificate it was made under. A session past [`MAX_LIFETIME`] since its full handshake, or
+/// made by none that [`vet_server_hello`] saw, is not found, so rustls falls back to a full
+/// handshake. Configurations built on one `trust` and `identity` may share it.
+pub fn server_store(
+    trust: TrustHandle,
+    identity: IdentityHandle,
+    size: usize,
+) -> Arc<dyn StoresServerSessions> {
+    Arc::new(Scoped::new(trust, identity, size, server_sessions))
 }
 
 impl<T> fmt::Debug for Scoped<T> {
@@ -273,24 +305,47 @@ mod tests {
         Ok(s.handshake_kind())
     }
 
-    /// A mesh of one root: its trust handle and a resuming server config keeping sessions in
-    /// `store` (made on that handle).
+    /// A mesh of one root: its trust handle, the server's identity and a resuming server
+    /// config keeping sessions in `store` (made on those handles).
     fn resuming_server(
-        store: impl FnOnce(TrustHandle) -> Arc<dyn StoresServerSessions>,
-    ) -> (crate::ca::Authority, TrustHandle, Arc<rustls::ServerConfig>) {
+        store: impl FnOnce(TrustHandle, IdentityHandle) -> Arc<dyn StoresServerSessions>,
+    ) -> (
+        crate::ca::Authority,
+        TrustHandle,
+        IdentityHandle,
+        Arc<rustls::ServerConfig>,
+    ) {
         let ours = root("mesh.example");
         let server_leaf = leaf(&intermediate(&ours, "aws", None), "spiffe://mesh.example/s");
         let trust = TrustHandle::new(
             TrustStore::new(&bundle_map(&[("mesh.example", &ours)])).expect("store"),
         );
+        let identity = IdentityHandle::from_credential(&server_leaf).unwrap();
         let server = super::super::server_config_resuming(
-            IdentityHandle::from_credential(&server_leaf).unwrap(),
+            identity.clone(),
             trust.clone(),
             Authorizer::any(),
-            store(trust.clone()),
+            store(trust.clone(), identity.clone()),
         )
         .unwrap();
-        (ours, trust, Arc::new(server))
+        (ours, trust, identity, Arc::new(server))
+    }
+
+    /// A resuming client of the mesh under `ours`, on `trust`.
+    fn resuming_client(
+        ours: &crate::ca::Authority,
+        trust: &TrustHandle,
+    ) -> (IdentityHandle, Arc<rustls::ClientConfig>) {
+        let client_leaf = leaf(&intermediate(ours, "gcp", None), "spiffe://mesh.example/c");
+        let identity = IdentityHandle::from_credential(&client_leaf).unwrap();
+        let client = super::super::client_config_resuming(
+            identity.clone(),
+            trust.clone(),
+            Authorizer::any(),
+            8,
+        )
+        .unwrap();
+        (identity, Arc::new(client))
     }
 
     /// The clock of the store in [`a_session_comes_from_a_full_handshake_and_is_used_once_within_max_age`].
@@ -302,21 +357,12 @@ mod tests {
 
     #[test]
     fn a_session_comes_from_a_full_handshake_and_is_used_once_within_max_age() {
-        let (ours, trust, server) = resuming_server(|trust| {
-            let mut store = Scoped::new(trust, 8, server_sessions);
+        let (ours, trust, _, server) = resuming_server(|trust, identity| {
+            let mut store = Scoped::new(trust, identity, 8, server_sessions);
             store.clock = test_clock;
             Arc::new(store)
         });
-        let client_leaf = leaf(&intermediate(&ours, "gcp", None), "spiffe://mesh.example/c");
-        let client = Arc::new(
-            super::super::client_config_resuming(
-                IdentityHandle::from_credential(&client_leaf).unwrap(),
-                trust.clone(),
-                Authorizer::any(),
-                8,
-            )
-            .unwrap(),
-        );
+        let (_, client) = resuming_client(&ours, &trust);
         let at = |t: u64| {
             CLOCK.store(t, Ordering::Relaxed);
             handshake(&client, &server, t)
@@ -345,9 +391,45 @@ mod tests {
         );
     }
 
+    fn server_store_of(
+        size: usize,
+    ) -> impl FnOnce(TrustHandle, IdentityHandle) -> Arc<dyn StoresServerSessions> {
+        move |trust, identity| server_store(trust, identity, size)
+    }
+
+    #[test]
+    fn sessions_start_over_when_the_trust_store_or_either_side_s_identity_is_replaced() {
+        let (ours, trust, server_identity, server) = resuming_server(server_store_of(8));
+        let (client_identity, client) = resuming_client(&ours, &trust);
+        let kind = |expected| {
+            let now = now_secs();
+            assert_eq!(handshake(&client, &server, now), Ok(Some(expected)));
+        };
+        let renew = |identity: &IdentityHandle, cluster, id| {
+            let renewed = leaf(&intermediate(&ours, cluster, None), id);
+            identity
+                .replace(renewed.chain.clone(), renewed.key.to_pkcs8_der())
+                .unwrap();
+        };
+        kind(HandshakeKind::Full);
+        kind(HandshakeKind::Resumed);
+        // The server renews: its sessions, which the client's tickets name, are gone.
+        renew(&server_identity, "aws", "spiffe://mesh.example/s");
+        kind(HandshakeKind::Full);
+        kind(HandshakeKind::Resumed);
+        // The client renews: it offers none of the tickets its old certificate earned.
+        renew(&client_identity, "gcp", "spiffe://mesh.example/c");
+        kind(HandshakeKind::Full);
+        kind(HandshakeKind::Resumed);
+        // A store equal to the one in force, but replaced: both sides start over.
+        trust.store(TrustStore::new(&bundle_map(&[("mesh.example", &ours)])).expect("store"));
+        kind(HandshakeKind::Full);
+        kind(HandshakeKind::Resumed);
+    }
+
     #[test]
     fn a_resuming_server_speaks_tls_1_3_only() {
-        let (_, trust, server) = resuming_server(|trust| server_store(trust, 8));
+        let (_, trust, _, server) = resuming_server(server_store_of(8));
         let verifier = Arc::new(super::super::SpiffeVerifier::new(trust, Authorizer::any()));
         let tls12 = rustls::ClientConfig::builder_with_provider(super::super::provider())
             .with_protocol_versions(&[&rustls::version::TLS12])

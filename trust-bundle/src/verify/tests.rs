@@ -283,3 +283,23 @@ fn the_memory_is_bounded() {
     }
     assert_eq!(store.remembered(), 1, "full, it starts over");
 }
+
+#[test]
+fn stores_accept_alike_only_with_the_same_roots_and_binding_per_trust_domain() {
+    let (a, b) = (root("a.example"), root("b.example"));
+    let store = |entries: &[(&str, &crate::ca::Authority)]| TrustStore::new(&bundle_map(entries));
+    let both = store(&[("a.example", &a), ("b.example", &b)]).unwrap();
+    assert!(both.accepts_as(&store(&[("b.example", &b), ("a.example", &a)]).unwrap()));
+    assert!(!both.accepts_as(&store(&[("a.example", &a)]).unwrap()));
+    assert!(!both.accepts_as(&store(&[("a.example", &a), ("b.example", &a)]).unwrap()));
+    let rotated = store(&[
+        ("a.example", &a),
+        ("a.example", &root("a.example")),
+        ("b.example", &b),
+    ]);
+    assert!(!both.accepts_as(&rotated.unwrap()));
+    let mut loose = bundle_map(&[("a.example", &a), ("b.example", &b)]);
+    let td = TrustDomain::parse("a.example").unwrap();
+    loose.get_mut(&td).unwrap().binding = BindingPolicy::IfPresent;
+    assert!(!both.accepts_as(&TrustStore::new(&loose).unwrap()));
+}

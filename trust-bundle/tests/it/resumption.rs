@@ -159,11 +159,12 @@ async fn a_resuming_config_resumes_under_one_trust_store_and_never_across_a_chan
     let m = meshes();
     let server_trust = TrustHandle::new(TrustStore::new(&m.federated).unwrap());
     let client_trust = TrustHandle::new(TrustStore::new(&m.federated).unwrap());
+    let server_identity = IdentityHandle::from_credential(&m.server).unwrap();
     let server_cfg = tls::server_config_resuming(
-        IdentityHandle::from_credential(&m.server).unwrap(),
+        server_identity.clone(),
         server_trust.clone(),
         Authorizer::any(),
-        tls::resume::server_store(server_trust.clone(), 16),
+        tls::resume::server_store(server_trust.clone(), server_identity, 16),
     )
     .unwrap();
     let client_cfg = tls::client_config_resuming(
