@@ -304,7 +304,7 @@ fn take_ingress(path: &Path, configured: SocketAddr) -> Result<Option<TcpListene
     else {
         return Ok(None);
     };
-    let listener = TcpListener::from_std(listener)
+    let listener = proxy::adopt(listener)
         .map_err(|e| Error::Handover(format!("handover socket {}: {e}", path.display())))?;
     let actual = local_addr(&listener, "ingress")?;
     if configured.port() != 0 && actual != configured {

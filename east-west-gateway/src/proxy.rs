@@ -30,7 +30,9 @@ use crate::names::Label;
 use crate::route::{self, RouteTable};
 use crate::tls;
 
-pub(crate) use self::listener::{ACCEPT_ERROR_BACKOFF, bind, serve};
+#[cfg(target_os = "linux")]
+pub(crate) use self::listener::adopt;
+pub(crate) use self::listener::{ACCEPT_ERROR_BACKOFF, bind, on_accept, serve};
 
 /// Why the routing state could not be built.
 #[derive(Debug, thiserror::Error)]

@@ -326,7 +326,7 @@ async fn serve(
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
+        proxy::on_accept(&stream);
         let pool = handle.pool.load_full();
         let span = tracing::info_span!("egress", egress = %handle.name, peer = %peer);
         tokio::spawn(
