@@ -274,9 +274,10 @@ impl Material {
     }
 
     /// The ingress configuration for a terminate route: peers must verify and pass `auth`.
-    /// Sessions resume while the bundle map and our certificate stay the same (all routes keep theirs in one
-    /// store; rustls resumes a session only for the server name it was made for); a resumed
-    /// peer is checked again, with the authorization of the route then serving its name,
+    /// Sessions resume while the bundle map and our certificate stay the same (all routes keep
+    /// theirs in one store; rustls resumes a session only for the server name it was made
+    /// for); a resumed peer is checked again, with the authorization of the route then serving
+    /// its name,
     /// before any byte is forwarded.
     pub fn server_config(
         &self,
@@ -293,9 +294,9 @@ impl Material {
 
     /// The egress configuration: the remote gateway must verify and be in `trust_domain`.
     /// One per trust domain for the gateway's life (the handles it holds follow every
-    /// reload). Sessions resume while the bundle map and our certificate stay the same (a ticket belongs to the
-    /// configuration and the server name it was issued for); a resumed remote gateway is
-    /// checked again.
+    /// reload). Sessions resume while the bundle map and our certificate stay the same (a
+    /// ticket belongs to the configuration and the server name it was issued for); a resumed
+    /// remote gateway is checked again.
     pub fn client_config(&self, trust_domain: &str) -> Result<Arc<rustls::ClientConfig>, Error> {
         let mut clients = self
             .clients

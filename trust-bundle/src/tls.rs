@@ -372,10 +372,11 @@ fn server_config_with(
 }
 
 /// [`server_config`] for TLS 1.3 only (no TLS 1.2 session, reusable by design, is ever kept),
-/// resuming sessions kept in `sessions` ([`resume::server_store`] on the same `trust`), two
-/// tickets per full handshake and none per resumed one. A resumed handshake verifies no certificate: the caller vets each
-/// connection with [`resume::vet_server_hello`] and checks a resumed session's client chain
-/// (`peer_certificates`) against its policy before trusting it.
+/// resuming sessions kept in `sessions` ([`resume::server_store`] on the same `trust` and
+/// `identity`), two tickets per full handshake and none per resumed one. A resumed handshake
+/// verifies no certificate: the caller vets each connection with [`resume::vet_server_hello`]
+/// and checks a resumed session's client chain (`peer_certificates`) against its policy before
+/// trusting it.
 pub fn server_config_resuming(
     identity: IdentityHandle,
     trust: TrustHandle,

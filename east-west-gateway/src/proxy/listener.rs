@@ -41,10 +41,12 @@ pub(crate) fn on_accept(stream: &tokio::net::TcpStream) {
 }
 
 /// A listening socket handed over by the instance before us, set as [`bind`] sets its own
-/// (that instance may be of an older version).
+/// (that instance may be of an older version). The socket serves even if that fails.
 #[cfg(target_os = "linux")]
 pub(crate) fn adopt(listener: std::net::TcpListener) -> std::io::Result<TcpListener> {
-    rustix::net::sockopt::set_tcp_nodelay(&listener, true)?;
+    if let Err(error) = rustix::net::sockopt::set_tcp_nodelay(&listener, true) {
+        tracing::warn!(%error, "cannot set TCP_NODELAY on the handed-over listener; small writes may be delayed");
+    }
     TcpListener::from_std(listener)
 }
 

@@ -3,10 +3,10 @@
 //! A resumed handshake skips certificate verification. So the sessions a configuration keeps
 //! are dropped, all of them, the first time the store is used after the trust store or our
 //! own certificate was replaced (a session saved by a handshake that was already under way
-//! then may still land in the new store); a server session is made by a full handshake only, used once, and waits at
-//! most [`MAX_AGE`] ([`vet_server_hello`]). None of this replaces the caller's
-//! check of a resumed peer against its own policy (trust, expiry, authorization), as the
-//! gateway makes with the chain the session recorded.
+//! then may still land in the new store); a server session is made by a full handshake only,
+//! used once, and waits at most [`MAX_AGE`] ([`vet_server_hello`]). None of this replaces the
+//! caller's check of a resumed peer against its own policy (trust, expiry, authorization), as
+//! the gateway makes with the chain the session recorded.
 
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -120,11 +120,13 @@ impl<T> Scoped<T> {
     }
 
     fn sessions(&self) -> Arc<T> {
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        // Read under the lock, so a caller that saw the scope before a replacement cannot put
+        // a set for it back after one made for the new scope.
         let live = Scope {
             trust: Arc::downgrade(&self.trust.load()),
             identity: Arc::downgrade(&self.identity.current()),
         };
-        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
         match &*current {
             Some((made_under, sessions)) if made_under.holds(&live) => Arc::clone(sessions),
             _ => {
@@ -348,7 +350,8 @@ mod tests {
         (identity, Arc::new(client))
     }
 
-    /// The clock of the store in [`a_session_comes_from_a_full_handshake_and_is_used_once_within_max_age`].
+    /// The clock of the store in
+    /// [`a_session_comes_from_a_full_handshake_and_is_used_once_within_max_age`].
     static CLOCK: AtomicU64 = AtomicU64::new(0);
 
     fn test_clock() -> u64 {

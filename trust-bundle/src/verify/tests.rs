@@ -298,8 +298,14 @@ fn stores_accept_alike_only_with_the_same_roots_and_binding_per_trust_domain() {
         ("b.example", &b),
     ]);
     assert!(!both.accepts_as(&rotated.unwrap()));
-    let mut loose = bundle_map(&[("a.example", &a), ("b.example", &b)]);
     let td = TrustDomain::parse("a.example").unwrap();
+    // What a controller push carries besides the roots changes nothing verification reads.
+    let mut resent = bundle_map(&[("a.example", &a), ("b.example", &b)]);
+    let bundle = resent.get_mut(&td).unwrap();
+    bundle.sequence += 7;
+    bundle.refresh_hint = Some(300);
+    assert!(both.accepts_as(&TrustStore::new(&resent).unwrap()));
+    let mut loose = bundle_map(&[("a.example", &a), ("b.example", &b)]);
     loose.get_mut(&td).unwrap().binding = BindingPolicy::IfPresent;
     assert!(!both.accepts_as(&TrustStore::new(&loose).unwrap()));
 }
