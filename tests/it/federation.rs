@@ -10,6 +10,7 @@ use multicloud::topology::Topology;
 use multicloud::traffic::{Traffic, call_until, call_until_refused};
 use multicloud::{PATIENCE, run_err, run_ok};
 
+use crate::security::metric;
 use crate::world::{Result, import_echo_from_two, world};
 
 #[test]
@@ -267,5 +268,50 @@ fn cli_errors_name_the_problem_and_exit_with_stable_codes() -> Result {
     let (_, err) = run_err(&mut a.ctl(&["link", "join", "isthmus1.garbage"])?)?;
     assert!(err.contains("token"), "{err}");
     assert!(a.links()?.is_empty());
+    Ok(())
+}
+
+#[test]
+fn sessions_between_gateways_outlive_a_config_push() -> Result {
+    let w = world(&["a", "b"], &[])?;
+    let [a, b] = &w.topo.clusters[..] else {
+        unreachable!()
+    };
+    a.join(&b.token()?)?;
+    b.export(ECHO)?;
+    let listener = a.listener(ECHO)?;
+    call_until(listener, "b")?;
+    let resumed = || {
+        metric(
+            a.admin,
+            "federation_gateway_tls_sessions_resumed_total",
+            &[],
+        )
+    };
+    let applied = || {
+        let name = "federation_gateway_controller_configs_total";
+        metric(a.admin, name, &["result=\"applied\""])
+    };
+    // Call until one makes a full handshake (each gives two sessions): a then holds a session.
+    let full = (0..4).any(|_| {
+        let before = resumed();
+        assert_eq!(call(listener).as_deref(), Ok("b"));
+        resumed() == before
+    });
+    assert!(full, "no full handshake in four calls");
+
+    // b exports another service: the controller pushes a's gateway a config with new egress
+    // listeners and the same identity and bundle map.
+    let pushes = applied();
+    b.add_and_export(&["audit"])?;
+    a.listener("audit.default")?;
+    a.wait_for("a's gateway applied the push", || Ok(applied() > pushes))?;
+    let before = resumed();
+    assert_eq!(call(listener).as_deref(), Ok("b"));
+    assert_eq!(
+        resumed(),
+        before + 1.0,
+        "the first call after the push resumed a session made before it"
+    );
     Ok(())
 }
