@@ -11,7 +11,7 @@ use multicloud::traffic::{Traffic, call_until, call_until_refused};
 use multicloud::{PATIENCE, run_err, run_ok};
 
 use crate::security::metric;
-use crate::world::{Result, import_echo_from_two, world};
+use crate::world::{Result, echo_from, import_echo_from_two, world};
 
 #[test]
 fn linked_clusters_import_an_export_and_calls_cross_both_gateways_with_mtls() -> Result {
@@ -89,15 +89,12 @@ fn calls_prefer_one_cluster_and_fail_over_when_its_gateway_dies() -> Result {
 fn a_killed_controllers_imports_are_served_until_the_lease_lapses_and_return_on_restart() -> Result
 {
     let mut w = world(&["a", "b"], &[])?;
-    {
+    let listener = {
         let [a, b] = &w.topo.clusters[..] else {
             unreachable!()
         };
-        a.join(&b.token()?)?;
-        b.export(ECHO)?;
-        call_until(a.listener(ECHO)?, "b")?;
-    }
-    let listener = w.topo.clusters[0].listener(ECHO)?;
+        echo_from(a, b)?
+    };
     w.topo.clusters[1].kill_controller();
     // b's gateway still serves: until the lease lapses, a keeps calling it.
     assert_eq!(call(listener).as_deref(), Ok("b"));
@@ -127,11 +124,7 @@ fn restarting_either_controller_never_fails_a_call() -> Result {
         let [a, b] = &w.topo.clusters[..] else {
             unreachable!()
         };
-        a.join(&b.token()?)?;
-        b.export(ECHO)?;
-        let l = a.listener(ECHO)?;
-        call_until(l, "b")?;
-        l
+        echo_from(a, b)?
     };
     let traffic = Traffic::start(listener, "b");
     traffic.wait_successes(20)?;
@@ -277,10 +270,7 @@ fn sessions_between_gateways_outlive_a_config_push() -> Result {
     let [a, b] = &w.topo.clusters[..] else {
         unreachable!()
     };
-    a.join(&b.token()?)?;
-    b.export(ECHO)?;
-    let listener = a.listener(ECHO)?;
-    call_until(listener, "b")?;
+    let listener = echo_from(a, b)?;
     let resumed = || {
         metric(
             a.admin,

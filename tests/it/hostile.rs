@@ -14,16 +14,15 @@ use std::time::{Duration, SystemTime};
 
 use federation_ctl::api::peering as pb;
 use federation_ctl::api::peering::peering_client::PeeringClient;
-use multicloud::cluster::{Cluster, ECHO};
+use multicloud::cluster::Cluster;
 use multicloud::echo::call;
 use multicloud::run_ok;
-use multicloud::traffic::call_until;
 
 use crate::probe::{
     self, client_hello, http_get, leaf_at, load_ca, mtls_client, rss_kib, send_raw, tls_exchange,
 };
 use crate::security::metric;
-use crate::world::{Result, world};
+use crate::world::{Result, echo_from, world};
 
 /// How much a process's resident memory may grow over the whole matrix.
 const RSS_BOUND_KIB: u64 = 64 * 1024;
@@ -122,10 +121,7 @@ fn hostile_input_to_every_listener_is_refused_and_both_processes_keep_serving() 
     let [a, b] = &w.topo.clusters[..] else {
         unreachable!()
     };
-    a.join(&b.token()?)?;
-    b.export(ECHO)?;
-    let listener = a.listener(ECHO)?;
-    call_until(listener, "b")?;
+    let listener = echo_from(a, b)?;
     let serving = |case: &str| {
         assert_eq!(
             call(listener).as_deref(),

@@ -1,9 +1,12 @@
 //! The scenarios' world: clusters on loopback sharing one root, in a temporary directory.
 
+use std::net::SocketAddr;
+
 use multicloud::Error;
 use multicloud::cluster::{Cluster, ECHO, Options};
 use multicloud::shell::Shell;
 use multicloud::topology::Topology;
+use multicloud::traffic::call_until;
 
 pub(crate) type Result<T = (), E = Error> = std::result::Result<T, E>;
 
@@ -27,6 +30,16 @@ pub(crate) fn world(names: &[&str], opts: &[Options]) -> Result<World> {
         topo.start(name, &ca, &opts)?;
     }
     Ok(World { topo, work })
+}
+
+/// `a` links with `b`, `b` exports the echo service, and `a` calls it until `b` answers; `a`'s
+/// listener for it.
+pub(crate) fn echo_from(a: &Cluster, b: &Cluster) -> Result<SocketAddr> {
+    a.join(&b.token()?)?;
+    b.export(ECHO)?;
+    let listener = a.listener(ECHO)?;
+    call_until(listener, "b")?;
+    Ok(listener)
 }
 
 /// `a` links with `b` and `c`, both export the echo service, and `a` imports it from both.

@@ -67,21 +67,16 @@ pub(super) async fn forward(
                 // A terminate route exists only with material; nothing to re-check against.
                 return proxy(tls, route, config, metrics, record, drain).await;
             };
-            if changes.has_changed().unwrap_or(false) {
-                changes.borrow_and_update();
-                if let Err(reason) = still_allowed(shared, &sni, &chain) {
-                    tracing::info!(%reason, "refusing a peer no longer trusted after its handshake");
-                    return Outcome::Revoked;
-                }
-            }
             if resumed {
                 let side = SideLabel {
                     side: Side::Ingress,
                 };
                 metrics.tls_sessions_resumed.get_or_create(&side).inc();
             }
+            // Biased, the watch first: a change put in force during the handshake is already
+            // pending there, so it is checked against before the proxy moves a byte.
             tokio::select! {
-                outcome = proxy(tls, route, config, metrics, record, drain) => return outcome,
+                biased;
                 reason = tls::revoked(&mut changes, || still_allowed(shared, &sni, &chain)) => {
                     tracing::info!(
                         peer_spiffe_id = record.peer.as_ref().and_then(|p| p.spiffe_id.as_deref()),
@@ -90,6 +85,7 @@ pub(super) async fn forward(
                     );
                     return Outcome::Revoked;
                 }
+                outcome = proxy(tls, route, config, metrics, record, drain) => return outcome,
             }
         }
         Err(refused) => refused,
