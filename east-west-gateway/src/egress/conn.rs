@@ -98,13 +98,16 @@ async fn serve(
             // One slot for the whole setup, failover included; it is taken before the TCP
             // connect so the remote gateway's hello deadline never runs while we queue.
             let slot = shared.handshakes.admit(Side::Egress, metrics).await;
+            // Watched from before the handshake: a config put in force while it runs (after
+            // the remote gateway's chain was checked) is checked against before any byte moves.
+            let changes = shared.tls().map(|m| m.changes());
             let tls = pool.connect_mtls(config, shared, record).await;
             drop(slot);
             // Split at once: the stream's TLS state (over 1.2 KB) then lives once, on the heap,
             // not also in this task or in a box kept until the connection ends.
             tls.map(|tls| {
                 let chain = tls::owned_chain(tls.get_ref().1.peer_certificates());
-                Upstream::Tls(tokio::io::split(tls), chain)
+                Upstream::Tls(tokio::io::split(tls), chain, changes)
             })
         }
         EgressMode::Passthrough => match conn::detect(client, &config.ingress).await {
@@ -135,17 +138,17 @@ async fn serve(
     };
     let limits = splice::Limits::of(&config.upstream);
     match upstream {
-        Upstream::Tls(remote, chain) => {
+        Upstream::Tls(remote, chain, changes) => {
             let pump = splice::pump(client.split(), remote, up, down, limits, drain);
-            match shared.tls() {
-                None => pump.await,
-                // A remote gateway whose trust domain left our bundle map (an unlinked peer)
-                // gets no more bytes, as its own connections into us get none.
-                Some(material) => {
-                    let mut changes = material.changes();
+            match (shared.tls(), changes) {
+                (Some(material), Some(mut changes)) => {
+                    // A remote gateway whose trust domain left our bundle map (an unlinked
+                    // peer) gets no more bytes, as its own connections into us get none.
+                    // Biased, the watch first: a change made during the handshake is already
+                    // pending there.
                     let check = || material.still_trusted(&chain, tls::Usage::Server).map(drop);
                     tokio::select! {
-                        outcome = pump => outcome,
+                        biased;
                         reason = tls::revoked(&mut changes, check) => {
                             tracing::info!(
                                 peer_spiffe_id = record.peer_id.as_deref(),
@@ -154,8 +157,10 @@ async fn serve(
                             );
                             Outcome::Revoked
                         }
+                        outcome = pump => outcome,
                     }
                 }
+                _ => pump.await,
             }
         }
         Upstream::Plain(mut tcp, hello) => {
@@ -175,13 +180,15 @@ async fn serve(
 
 /// The connection toward the remote gateway.
 enum Upstream {
-    /// mTLS egress, split for the pump, with the remote gateway's verified chain.
+    /// mTLS egress, split for the pump, with the remote gateway's verified chain and the
+    /// config changes watched since before the handshake.
     Tls(
         (
             tokio::io::ReadHalf<tokio_rustls::client::TlsStream<TcpStream>>,
             tokio::io::WriteHalf<tokio_rustls::client::TlsStream<TcpStream>>,
         ),
         Vec<rustls_pki_types::CertificateDer<'static>>,
+        Option<tokio::sync::watch::Receiver<u64>>,
     ),
     /// Passthrough egress, with the client's buffered ClientHello still to send.
     Plain(TcpStream, Vec<u8>),
