@@ -1,7 +1,9 @@
 //! The contenders: the direct connection (baseline), Isthmus, Envoy, HAProxy and nginx. Each
 //! proxy runs as an SNI router (passthrough and plaintext scenarios) and as a two-process mTLS
 //! chain (A: plain TCP in, mTLS out; B: mTLS in, plain TCP out), every process with one worker,
-//! from the configs in `bench/templates/`.
+//! from the configs in `bench/templates/`. A sixth, `minimal`, is the floor of the router
+//! scenarios: a forwarder with each listener's upstream fixed ([`crate::minimal`]); it has no
+//! mTLS chain.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -24,15 +26,17 @@ pub(crate) enum Name {
     Envoy,
     Haproxy,
     Nginx,
+    Minimal,
 }
 
 impl Name {
-    pub(crate) const ALL: [Name; 5] = [
+    pub(crate) const ALL: [Name; 6] = [
         Name::Direct,
         Name::Isthmus,
         Name::Envoy,
         Name::Haproxy,
         Name::Nginx,
+        Name::Minimal,
     ];
 }
 
@@ -44,6 +48,7 @@ impl fmt::Display for Name {
             Name::Envoy => "envoy",
             Name::Haproxy => "haproxy",
             Name::Nginx => "nginx",
+            Name::Minimal => "minimal",
         })
     }
 }
@@ -55,8 +60,8 @@ pub(crate) struct Endpoints {
     pub(crate) tls: SocketAddr,
     /// A ClientHello then plaintext (plaintext bulk).
     pub(crate) plain: SocketAddr,
-    /// The mTLS scenarios' entry.
-    pub(crate) chain: SocketAddr,
+    /// The mTLS scenarios' entry, if the contender has a chain.
+    pub(crate) chain: Option<SocketAddr>,
     /// Whether the client speaks mTLS to `chain` itself (direct), or plain TCP (a chain's A).
     pub(crate) chain_is_tls: bool,
     /// The SNI router's processes.
@@ -204,13 +209,16 @@ pub(crate) fn start(
             endpoints: Endpoints {
                 tls: backend.tls,
                 plain: backend.plain_hello,
-                chain: backend.mtls,
+                chain: Some(backend.mtls),
                 chain_is_tls: true,
                 router_pids: vec![],
                 chain_pids: vec![],
             },
             children: vec![],
         });
+    }
+    if name == Name::Minimal {
+        return start_minimal(backend, work);
     }
     let ports = procs::free_ports(9)?;
     let addr = |i: usize| SocketAddr::from(([127, 0, 0, 1], ports[i]));
@@ -277,7 +285,7 @@ pub(crate) fn start(
         endpoints: Endpoints {
             tls: router,
             plain: router,
-            chain: a,
+            chain: Some(a),
             chain_is_tls: false,
             router_pids: vec![children[0].pid()],
             chain_pids: vec![children[1].pid(), children[2].pid()],
@@ -286,10 +294,41 @@ pub(crate) fn start(
     })
 }
 
+/// `bench forward` from this executable, toward the TLS backend and the plaintext sink.
+fn start_minimal(backend: &Addrs, work: &Path) -> anyhow::Result<Running> {
+    let exe = std::env::current_exe().context("locating the bench executable")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("forward")
+        .arg("--upstream")
+        .arg(backend.tls.to_string())
+        .arg("--upstream")
+        .arg(backend.plain_hello.to_string());
+    let log = work.join("minimal-router.log");
+    let mut child = Child::spawn_capturing("minimal router", cmd, &log)?;
+    let line = child.read_stdout_line()?;
+    let bound: Vec<SocketAddr> = serde_json::from_str(&line)
+        .with_context(|| format!("the minimal forwarder printed {line:?}, not its addresses"))?;
+    let [tls, plain] = bound[..] else {
+        anyhow::bail!("the minimal forwarder printed {line:?}, not two addresses");
+    };
+    Ok(Running {
+        name: Name::Minimal,
+        endpoints: Endpoints {
+            tls,
+            plain,
+            chain: None,
+            chain_is_tls: false,
+            router_pids: vec![child.pid()],
+            chain_pids: vec![],
+        },
+        children: vec![child],
+    })
+}
+
 /// (router, A, B) templates.
 fn templates(name: Name) -> (&'static str, &'static str, &'static str) {
     match name {
-        Name::Isthmus | Name::Direct => (
+        Name::Isthmus | Name::Direct | Name::Minimal => (
             include_str!("../templates/isthmus-router.yaml"),
             include_str!("../templates/isthmus-a.yaml"),
             include_str!("../templates/isthmus-b.yaml"),
@@ -314,7 +353,7 @@ fn templates(name: Name) -> (&'static str, &'static str, &'static str) {
 
 fn extension(name: Name) -> &'static str {
     match name {
-        Name::Isthmus | Name::Envoy | Name::Direct => "yaml",
+        Name::Isthmus | Name::Envoy | Name::Direct | Name::Minimal => "yaml",
         Name::Haproxy => "cfg",
         Name::Nginx => "conf",
     }
@@ -324,7 +363,7 @@ fn extension(name: Name) -> &'static str {
 fn command(name: Name, bins: &Binaries, config: &Path, log: &Path) -> Command {
     let mut cmd;
     match name {
-        Name::Isthmus | Name::Direct => {
+        Name::Isthmus | Name::Direct | Name::Minimal => {
             cmd = Command::new(&bins.gateway);
             cmd.arg("--config").arg(config);
             // One worker, as every other contender: a current-thread runtime (`--workers 1`).

@@ -11,6 +11,7 @@ mod backend;
 mod contender;
 mod control;
 mod load;
+mod minimal;
 mod pki;
 mod procs;
 mod report;
@@ -48,6 +49,13 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         pki: PathBuf,
     },
+    /// The `minimal` contender (started by `run`): a fixed-upstream forwarder per upstream,
+    /// prints its listeners' addresses, serves until killed
+    Forward {
+        /// Where one listener forwards (repeatable: one listener each)
+        #[arg(long, value_name = "ADDR", required = true)]
+        upstream: Vec<std::net::SocketAddr>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -78,7 +86,9 @@ fn parse_name(s: &str) -> Result<Name, String> {
         .into_iter()
         .find(|n| n.to_string() == s)
         .ok_or_else(|| {
-            format!("unknown contender {s:?}: use direct, isthmus, envoy, haproxy or nginx")
+            format!(
+                "unknown contender {s:?}: use direct, isthmus, envoy, haproxy, nginx or minimal"
+            )
         })
 }
 
@@ -86,6 +96,7 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Run(args) => run(&args),
         Command::Serve { pki } => backend::serve(&pki),
+        Command::Forward { upstream } => minimal::serve(&upstream),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

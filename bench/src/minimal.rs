@@ -1,0 +1,198 @@
+//! The `minimal` contender (`bench forward`): the least any L4 proxy can do, as a reference for
+//! what the SNI routers leave on the table. One thread and one epoll set (mio, edge-triggered);
+//! each listener has its upstream fixed, so nothing is parsed or routed and the upstream connect
+//! starts the moment a client is accepted; bytes are copied through one 32 KiB buffer per
+//! direction, with one read and one write per message (a short read ends a readiness, as nginx
+//! does) and half-close passed on. No TLS, no timeouts, no metrics, no logs: it serves the
+//! passthrough and plaintext scenarios only.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+
+use anyhow::Context as _;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+
+/// Largest read per direction, as the gateway's default `upstream.buffer_bytes`.
+const BUFFER: usize = 32 * 1024;
+
+/// One direction's state.
+struct Way {
+    buf: Vec<u8>,
+    /// Bytes of `buf` already written.
+    sent: usize,
+    /// The source said EOF; the half-close is passed on once `buf` is out.
+    eof: bool,
+    shut: bool,
+}
+
+impl Way {
+    fn new() -> Self {
+        Self {
+            buf: Vec::new(),
+            sent: 0,
+            eof: false,
+            shut: false,
+        }
+    }
+}
+
+/// A client and its upstream; `ways[0]` is client → upstream.
+struct Pair {
+    socks: [TcpStream; 2],
+    /// Whether a readiness edge is unconsumed, per socket.
+    readable: [bool; 2],
+    writable: [bool; 2],
+    ways: [Way; 2],
+}
+
+enum Step {
+    Open,
+    Closed,
+}
+
+impl Pair {
+    /// Moves what it can both ways; `Closed` once both ways are done or a socket failed.
+    fn pump(&mut self) -> Step {
+        for (from, to) in [(0, 1), (1, 0)] {
+            if self.direction(from, to).is_err() {
+                return Step::Closed;
+            }
+        }
+        if self.ways.iter().all(|w| w.shut) {
+            Step::Closed
+        } else {
+            Step::Open
+        }
+    }
+
+    fn direction(&mut self, from: usize, to: usize) -> io::Result<()> {
+        loop {
+            let way = &mut self.ways[from];
+            // Write out what is pending first.
+            while way.sent < way.buf.len() {
+                if !self.writable[to] {
+                    return Ok(());
+                }
+                match self.socks[to].write(&way.buf[way.sent..]) {
+                    Ok(n) => way.sent += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        self.writable[to] = false;
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            way.buf.clear();
+            way.sent = 0;
+            if way.eof {
+                if !way.shut {
+                    way.shut = true;
+                    let _ = self.socks[to].shutdown(Shutdown::Write);
+                }
+                return Ok(());
+            }
+            if !self.readable[from] {
+                return Ok(());
+            }
+            way.buf.resize(BUFFER, 0);
+            match self.socks[from].read(&mut way.buf) {
+                Ok(0) => {
+                    way.buf.clear();
+                    way.eof = true;
+                }
+                Ok(n) => {
+                    way.buf.truncate(n);
+                    if n < BUFFER {
+                        // Short: the receive queue is empty; the next arrival raises an edge.
+                        self.readable[from] = false;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    way.buf.clear();
+                    self.readable[from] = false;
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// `bench forward --upstream ADDR ...`: one listener on 127.0.0.1 per upstream, their addresses
+/// printed as one JSON line (the order of the upstreams), then serves until killed.
+pub(crate) fn serve(upstreams: &[SocketAddr]) -> anyhow::Result<()> {
+    let mut poll = Poll::new()?;
+    let mut listeners = Vec::new();
+    let mut bound = Vec::new();
+    for (i, upstream) in upstreams.iter().enumerate() {
+        let mut listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .context("binding a listener on 127.0.0.1")?;
+        bound.push(listener.local_addr()?);
+        poll.registry()
+            .register(&mut listener, Token(i), Interest::READABLE)?;
+        listeners.push((listener, *upstream));
+    }
+    println!("{}", serde_json::to_string(&bound)?);
+    let first_pair = listeners.len();
+    // Pair `p` has tokens first_pair + 2p (client) and + 2p + 1 (upstream).
+    let mut pairs: Vec<Option<Pair>> = Vec::new();
+    let mut free: Vec<usize> = Vec::new();
+    let mut events = Events::with_capacity(256);
+    loop {
+        if let Err(e) = poll.poll(&mut events, None) {
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e.into());
+        }
+        for event in &events {
+            let token = event.token().0;
+            if let Some((listener, upstream)) = listeners.get(token) {
+                loop {
+                    let (mut client, _) = match listener.accept() {
+                        Ok(accepted) => accepted,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(_) => break,
+                    };
+                    let Ok(mut up) = TcpStream::connect(*upstream) else {
+                        continue;
+                    };
+                    let _ = client.set_nodelay(true);
+                    let _ = up.set_nodelay(true);
+                    let slot = free.pop().unwrap_or_else(|| {
+                        pairs.push(None);
+                        pairs.len() - 1
+                    });
+                    let both = Interest::READABLE | Interest::WRITABLE;
+                    let base = first_pair + 2 * slot;
+                    poll.registry().register(&mut client, Token(base), both)?;
+                    poll.registry().register(&mut up, Token(base + 1), both)?;
+                    pairs[slot] = Some(Pair {
+                        socks: [client, up],
+                        readable: [false; 2],
+                        writable: [false; 2],
+                        ways: [Way::new(), Way::new()],
+                    });
+                }
+                continue;
+            }
+            let slot = (token - first_pair) / 2;
+            let side = (token - first_pair) % 2;
+            let Some(pair) = pairs.get_mut(slot).and_then(Option::as_mut) else {
+                continue;
+            };
+            if event.is_readable() || event.is_read_closed() || event.is_error() {
+                pair.readable[side] = true;
+            }
+            if event.is_writable() || event.is_write_closed() || event.is_error() {
+                pair.writable[side] = true;
+            }
+            if let Step::Closed = pair.pump() {
+                // Closing the sockets takes them out of the epoll set: no deregistration.
+                pairs[slot] = None;
+                free.push(slot);
+            }
+        }
+    }
+}
