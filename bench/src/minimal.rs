@@ -3,8 +3,8 @@
 //! each listener has its upstream fixed, so nothing is parsed or routed and the upstream connect
 //! starts the moment a client is accepted; bytes are copied through one 32 KiB buffer per
 //! direction, with one read and one write per message (a short read ends a readiness, as nginx
-//! does) and half-close passed on. No TLS, no timeouts, no metrics, no logs: it serves the
-//! passthrough and plaintext scenarios only.
+//! does, unless the peer has closed) and half-close passed on. No TLS, no timeouts, no metrics,
+//! no logs: it serves the passthrough and plaintext scenarios only.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -43,6 +43,8 @@ struct Pair {
     /// Whether a readiness edge is unconsumed, per socket.
     readable: [bool; 2],
     writable: [bool; 2],
+    /// The peer's FIN has been seen (it may come in the same edge as the last bytes).
+    read_closed: [bool; 2],
     ways: [Way; 2],
 }
 
@@ -103,8 +105,9 @@ impl Pair {
                 }
                 Ok(n) => {
                     way.buf.truncate(n);
-                    if n < BUFFER {
+                    if n < BUFFER && !self.read_closed[from] {
                         // Short: the receive queue is empty; the next arrival raises an edge.
+                        // Not after a FIN, which raises none: the next read finds the EOF.
                         self.readable[from] = false;
                     }
                 }
@@ -122,7 +125,16 @@ impl Pair {
 /// `bench forward --upstream ADDR ...`: one listener on 127.0.0.1 per upstream, their addresses
 /// printed as one JSON line (the order of the upstreams), then serves until killed.
 pub(crate) fn serve(upstreams: &[SocketAddr]) -> anyhow::Result<()> {
-    let mut poll = Poll::new()?;
+    let (bound, forwarder) = bind(upstreams)?;
+    println!("{}", serde_json::to_string(&bound)?);
+    forwarder()
+}
+
+/// Binds one listener per upstream; returns their addresses and the loop serving them.
+fn bind(
+    upstreams: &[SocketAddr],
+) -> anyhow::Result<(Vec<SocketAddr>, impl FnOnce() -> anyhow::Result<()> + use<>)> {
+    let poll = Poll::new()?;
     let mut listeners = Vec::new();
     let mut bound = Vec::new();
     for (i, upstream) in upstreams.iter().enumerate() {
@@ -133,7 +145,11 @@ pub(crate) fn serve(upstreams: &[SocketAddr]) -> anyhow::Result<()> {
             .register(&mut listener, Token(i), Interest::READABLE)?;
         listeners.push((listener, *upstream));
     }
-    println!("{}", serde_json::to_string(&bound)?);
+    Ok((bound, move || run(poll, &listeners)))
+}
+
+/// Accepts and forwards until an error of the poll itself.
+fn run(mut poll: Poll, listeners: &[(TcpListener, SocketAddr)]) -> anyhow::Result<()> {
     let first_pair = listeners.len();
     // Pair `p` has tokens first_pair + 2p (client) and + 2p + 1 (upstream).
     let mut pairs: Vec<Option<Pair>> = Vec::new();
@@ -152,7 +168,10 @@ pub(crate) fn serve(upstreams: &[SocketAddr]) -> anyhow::Result<()> {
                 loop {
                     let (mut client, _) = match listener.accept() {
                         Ok(accepted) => accepted,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        // A connection reset while queued: take the next one.
+                        Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        // WouldBlock, or out of descriptors: wait for the next edge.
                         Err(_) => break,
                     };
                     let Ok(mut up) = TcpStream::connect(*upstream) else {
@@ -172,6 +191,7 @@ pub(crate) fn serve(upstreams: &[SocketAddr]) -> anyhow::Result<()> {
                         socks: [client, up],
                         readable: [false; 2],
                         writable: [false; 2],
+                        read_closed: [false; 2],
                         ways: [Way::new(), Way::new()],
                     });
                 }
@@ -185,6 +205,9 @@ pub(crate) fn serve(upstreams: &[SocketAddr]) -> anyhow::Result<()> {
             if event.is_readable() || event.is_read_closed() || event.is_error() {
                 pair.readable[side] = true;
             }
+            if event.is_read_closed() {
+                pair.read_closed[side] = true;
+            }
             if event.is_writable() || event.is_write_closed() || event.is_error() {
                 pair.writable[side] = true;
             }
@@ -194,5 +217,43 @@ pub(crate) fn serve(upstreams: &[SocketAddr]) -> anyhow::Result<()> {
                 free.push(slot);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::time::Duration;
+
+    /// A client whose request and FIN are both queued before the forwarder looks (one
+    /// readiness edge) gets the upstream's answer, which the upstream sends only after the FIN.
+    #[test]
+    fn a_request_and_its_fin_in_one_edge_reach_the_upstream_and_the_answer_comes_back() {
+        let upstream = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        let (bound, forwarder) =
+            super::bind(&[upstream.local_addr().expect("addr")]).expect("bind forwarder");
+        // The kernel completes the connection from the listen queue and queues the bytes and
+        // the FIN; the forwarder starts only then, so it sees them in one edge.
+        let mut client = TcpStream::connect(bound[0]).expect("connect");
+        client.write_all(b"hello").expect("write");
+        client.shutdown(Shutdown::Write).expect("FIN");
+        std::thread::spawn(forwarder);
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = upstream.accept().expect("accept");
+            let mut request = Vec::new();
+            conn.read_to_end(&mut request).expect("request until FIN");
+            conn.write_all(format!("{} bytes", request.len()).as_bytes())
+                .expect("answer");
+        });
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut answer = String::new();
+        client
+            .read_to_string(&mut answer)
+            .expect("the answer, then EOF, within 10 s (the FIN was not passed on?)");
+        assert_eq!(answer, "5 bytes");
+        server.join().expect("upstream");
     }
 }

@@ -100,14 +100,17 @@ async fn serve(
             let slot = shared.handshakes.admit(Side::Egress, metrics).await;
             // Watched from before the handshake: a config put in force while it runs (after
             // the remote gateway's chain was checked) is checked against before any byte moves.
-            let changes = shared.tls().map(|m| m.changes());
+            let watch = shared.tls().map(|m| {
+                let changes = m.changes();
+                (m, changes)
+            });
             let tls = pool.connect_mtls(config, shared, record).await;
             drop(slot);
             // Split at once: the stream's TLS state (over 1.2 KB) then lives once, on the heap,
             // not also in this task or in a box kept until the connection ends.
             tls.map(|tls| {
                 let chain = tls::owned_chain(tls.get_ref().1.peer_certificates());
-                Upstream::Tls(tokio::io::split(tls), chain, changes)
+                Upstream::Tls(tokio::io::split(tls), chain, watch)
             })
         }
         EgressMode::Passthrough => match conn::detect(client, &config.ingress).await {
@@ -138,10 +141,10 @@ async fn serve(
     };
     let limits = splice::Limits::of(&config.upstream);
     match upstream {
-        Upstream::Tls(remote, chain, changes) => {
+        Upstream::Tls(remote, chain, watch) => {
             let pump = splice::pump(client.split(), remote, up, down, limits, drain);
-            match (shared.tls(), changes) {
-                (Some(material), Some(mut changes)) => {
+            match watch {
+                Some((material, mut changes)) => {
                     // A remote gateway whose trust domain left our bundle map (an unlinked
                     // peer) gets no more bytes, as its own connections into us get none.
                     // Biased, the watch first: a change made during the handshake is already
@@ -160,7 +163,7 @@ async fn serve(
                         outcome = pump => outcome,
                     }
                 }
-                _ => pump.await,
+                None => pump.await,
             }
         }
         Upstream::Plain(mut tcp, hello) => {
@@ -181,14 +184,14 @@ async fn serve(
 /// The connection toward the remote gateway.
 enum Upstream {
     /// mTLS egress, split for the pump, with the remote gateway's verified chain and the
-    /// config changes watched since before the handshake.
+    /// material in force with its config changes, watched since before the handshake.
     Tls(
         (
             tokio::io::ReadHalf<tokio_rustls::client::TlsStream<TcpStream>>,
             tokio::io::WriteHalf<tokio_rustls::client::TlsStream<TcpStream>>,
         ),
         Vec<rustls_pki_types::CertificateDer<'static>>,
-        Option<tokio::sync::watch::Receiver<u64>>,
+        Option<(tls::Material, tokio::sync::watch::Receiver<u64>)>,
     ),
     /// Passthrough egress, with the client's buffered ClientHello still to send.
     Plain(TcpStream, Vec<u8>),
