@@ -104,7 +104,8 @@ async fn serve(
                 let changes = m.changes();
                 (m, changes)
             });
-            let tls = pool.connect_mtls(config, shared, record).await;
+            let material = watch.as_ref().map(|(m, _)| m);
+            let tls = pool.connect_mtls(config, material, metrics, record).await;
             drop(slot);
             // Split at once: the stream's TLS state (over 1.2 KB) then lives once, on the heap,
             // not also in this task or in a box kept until the connection ends.
@@ -220,7 +221,8 @@ impl Pool {
     async fn connect_mtls(
         &self,
         config: &config::Config,
-        shared: &Shared,
+        material: Option<&tls::Material>,
+        metrics: &Metrics,
         record: &mut Record,
     ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Outcome> {
         let mut tried = Vec::new();
@@ -237,7 +239,7 @@ impl Pool {
             let handshake = connector.connect(sni.clone(), tcp);
             let (reason, text) =
                 match tokio::time::timeout(config.upstream.connect_timeout, handshake).await {
-                    Ok(Ok(tls)) => match resumed_refusal(tls.get_ref().1, shared) {
+                    Ok(Ok(tls)) => match resumed_refusal(tls.get_ref().1, material, metrics) {
                         Some(reason) => (FailureReason::Resumed.as_str(), reason),
                         None => {
                             self.gateways.report_success(index);
@@ -358,11 +360,15 @@ impl Drop for Record {
 /// certificate, so the chain its session recorded must verify against the bundle map in force
 /// (the ticket was issued under this configuration, so its trust domain was checked then).
 /// Counts the resumptions let through.
-fn resumed_refusal(conn: &rustls::ClientConnection, shared: &Shared) -> Option<String> {
+fn resumed_refusal(
+    conn: &rustls::ClientConnection,
+    material: Option<&tls::Material>,
+    metrics: &Metrics,
+) -> Option<String> {
     if !tls::resumed(conn) {
         return None;
     }
-    let Some(material) = shared.tls() else {
+    let Some(material) = material else {
         return Some("no TLS material to check the remote gateway against".to_owned());
     };
     let chain = conn.peer_certificates().unwrap_or_default();
@@ -370,10 +376,6 @@ fn resumed_refusal(conn: &rustls::ClientConnection, shared: &Shared) -> Option<S
         return Some(reason);
     }
     let side = SideLabel { side: Side::Egress };
-    shared
-        .metrics
-        .tls_sessions_resumed
-        .get_or_create(&side)
-        .inc();
+    metrics.tls_sessions_resumed.get_or_create(&side).inc();
     None
 }
