@@ -18,7 +18,10 @@ const BUFFER: usize = 32 * 1024;
 
 /// One direction's state.
 struct Way {
-    buf: Vec<u8>,
+    /// Allocated once and never cleared: a read fills its front (no zeroing per read).
+    buf: Box<[u8]>,
+    /// Bytes of `buf` read and not yet all written.
+    len: usize,
     /// Bytes of `buf` already written.
     sent: usize,
     /// The source said EOF; the half-close is passed on once `buf` is out.
@@ -27,9 +30,13 @@ struct Way {
 }
 
 impl Way {
-    fn new() -> Self {
+    /// A direction with a buffer from `spare` (contents irrelevant), or a new one.
+    fn new(spare: &mut Vec<Box<[u8]>>) -> Self {
         Self {
-            buf: Vec::new(),
+            buf: spare
+                .pop()
+                .unwrap_or_else(|| vec![0; BUFFER].into_boxed_slice()),
+            len: 0,
             sent: 0,
             eof: false,
             shut: false,
@@ -72,11 +79,11 @@ impl Pair {
         loop {
             let way = &mut self.ways[from];
             // Write out what is pending first.
-            while way.sent < way.buf.len() {
+            while way.sent < way.len {
                 if !self.writable[to] {
                     return Ok(());
                 }
-                match self.socks[to].write(&way.buf[way.sent..]) {
+                match self.socks[to].write(&way.buf[way.sent..way.len]) {
                     Ok(n) => way.sent += n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         self.writable[to] = false;
@@ -85,7 +92,7 @@ impl Pair {
                     Err(e) => return Err(e),
                 }
             }
-            way.buf.clear();
+            way.len = 0;
             way.sent = 0;
             if way.eof {
                 if !way.shut {
@@ -97,14 +104,10 @@ impl Pair {
             if !self.readable[from] {
                 return Ok(());
             }
-            way.buf.resize(BUFFER, 0);
             match self.socks[from].read(&mut way.buf) {
-                Ok(0) => {
-                    way.buf.clear();
-                    way.eof = true;
-                }
+                Ok(0) => way.eof = true,
                 Ok(n) => {
-                    way.buf.truncate(n);
+                    way.len = n;
                     if n < BUFFER && !self.read_closed[from] {
                         // Short: the receive queue is empty; the next arrival raises an edge.
                         // Not after a FIN, which raises none: the next read finds the EOF.
@@ -112,7 +115,6 @@ impl Pair {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    way.buf.clear();
                     self.readable[from] = false;
                     return Ok(());
                 }
@@ -154,6 +156,8 @@ fn run(mut poll: Poll, listeners: &[(TcpListener, SocketAddr)]) -> anyhow::Resul
     // Pair `p` has tokens first_pair + 2p (client) and + 2p + 1 (upstream).
     let mut pairs: Vec<Option<Pair>> = Vec::new();
     let mut free: Vec<usize> = Vec::new();
+    // Buffers of closed pairs, reused as they are: a new connection allocates and zeroes none.
+    let mut spare: Vec<Box<[u8]>> = Vec::new();
     let mut events = Events::with_capacity(256);
     loop {
         if let Err(e) = poll.poll(&mut events, None) {
@@ -192,7 +196,7 @@ fn run(mut poll: Poll, listeners: &[(TcpListener, SocketAddr)]) -> anyhow::Resul
                         readable: [false; 2],
                         writable: [false; 2],
                         read_closed: [false; 2],
-                        ways: [Way::new(), Way::new()],
+                        ways: [Way::new(&mut spare), Way::new(&mut spare)],
                     });
                 }
                 continue;
@@ -213,7 +217,9 @@ fn run(mut poll: Poll, listeners: &[(TcpListener, SocketAddr)]) -> anyhow::Resul
             }
             if let Step::Closed = pair.pump() {
                 // Closing the sockets takes them out of the epoll set: no deregistration.
-                pairs[slot] = None;
+                if let Some(pair) = pairs[slot].take() {
+                    spare.extend(pair.ways.map(|w| w.buf));
+                }
                 free.push(slot);
             }
         }
