@@ -12,7 +12,6 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -131,12 +130,10 @@ async fn respond<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) -> anyhow::Re
 
 /// Starts `bench serve` from this executable and reads its addresses.
 pub(crate) fn spawn(pki_dir: &Path, log: &Path) -> anyhow::Result<(crate::procs::Child, Addrs)> {
-    let exe = std::env::current_exe().context("locating the bench executable")?;
-    let mut cmd = std::process::Command::new(exe);
-    cmd.arg("serve").arg("--pki").arg(pki_dir);
-    let mut child = crate::procs::Child::spawn_capturing("backend", cmd, log)?;
-    let line = child.read_stdout_line()?;
-    let addrs: Addrs = serde_json::from_str(&line)
-        .with_context(|| format!("backend printed {line:?}, not its addresses"))?;
-    Ok((child, addrs))
+    let args = [
+        "serve".to_owned(),
+        "--pki".to_owned(),
+        pki_dir.display().to_string(),
+    ];
+    crate::procs::Child::spawn_self("backend", &args, log)
 }

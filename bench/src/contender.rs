@@ -296,20 +296,18 @@ pub(crate) fn start(
 
 /// `bench forward` from this executable, toward the TLS backend and the plaintext sink.
 fn start_minimal(backend: &Addrs, work: &Path) -> anyhow::Result<Running> {
-    let exe = std::env::current_exe().context("locating the bench executable")?;
-    let mut cmd = Command::new(exe);
-    cmd.arg("forward")
-        .arg("--upstream")
-        .arg(backend.tls.to_string())
-        .arg("--upstream")
-        .arg(backend.plain_hello.to_string());
+    let args = [
+        "forward".to_owned(),
+        "--upstream".to_owned(),
+        backend.tls.to_string(),
+        "--upstream".to_owned(),
+        backend.plain_hello.to_string(),
+    ];
     let log = work.join("minimal-router.log");
-    let mut child = Child::spawn_capturing("minimal router", cmd, &log)?;
-    let line = child.read_stdout_line()?;
-    let bound: Vec<SocketAddr> = serde_json::from_str(&line)
-        .with_context(|| format!("the minimal forwarder printed {line:?}, not its addresses"))?;
+    let (child, bound): (Child, Vec<SocketAddr>) =
+        Child::spawn_self("minimal router", &args, &log)?;
     let [tls, plain] = bound[..] else {
-        anyhow::bail!("the minimal forwarder printed {line:?}, not two addresses");
+        anyhow::bail!("the minimal forwarder listens on {bound:?}, not two addresses");
     };
     Ok(Running {
         name: Name::Minimal,

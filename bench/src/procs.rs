@@ -60,6 +60,23 @@ impl Child {
         })
     }
 
+    /// Starts this executable with `args` (a `bench` subcommand that prints one JSON line once
+    /// it serves, e.g. its bound addresses) and reads that line.
+    pub(crate) fn spawn_self<T: serde::de::DeserializeOwned>(
+        name: &str,
+        args: &[String],
+        log: &Path,
+    ) -> anyhow::Result<(Self, T)> {
+        let exe = std::env::current_exe().context("locating the bench executable")?;
+        let mut cmd = Command::new(exe);
+        cmd.args(args);
+        let mut child = Self::spawn_capturing(name, cmd, log)?;
+        let line = child.read_stdout_line()?;
+        let value = serde_json::from_str(&line)
+            .with_context(|| format!("{name} printed {line:?}, not its addresses"))?;
+        Ok((child, value))
+    }
+
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
